@@ -1,0 +1,1 @@
+//! Snapshot headers and diff mappings across generations (skeleton; filled by issue 4).

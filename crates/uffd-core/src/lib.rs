@@ -1,0 +1,1 @@
+//! Safe userfaultfd wrapper (in progress).

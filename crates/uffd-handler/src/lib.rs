@@ -1,0 +1,1 @@
+//! The userfaultfd page-fault handler engine (skeleton; filled by the engine issue).

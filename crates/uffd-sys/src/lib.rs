@@ -1,0 +1,2 @@
+#![no_std]
+//! Raw userfaultfd ABI (in progress).
