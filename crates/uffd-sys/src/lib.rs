@@ -1,2 +1,11 @@
 #![no_std]
-//! Raw userfaultfd ABI (in progress).
+#![doc = include_str!("../README.md")]
+#![allow(non_camel_case_types)]
+
+mod ioc;
+mod pagemap;
+mod uffd;
+
+pub use ioc::{IOC_READ, IOC_WRITE, io, ioc, ior, iowr};
+pub use pagemap::*;
+pub use uffd::*;
