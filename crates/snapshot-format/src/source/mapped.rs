@@ -1,0 +1,35 @@
+//! The crate's one `unsafe`: mapping a snapshot data file read-only.
+
+use std::fs::File;
+use std::path::Path;
+
+use bytes::Bytes;
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+
+/// Maps the whole file at `path` read-only and shared, as a [`Bytes`] that owns the mapping
+/// (clones and slices share it; it is unmapped when the last one drops).
+pub(crate) fn map_read_only(path: &Path) -> Result<Bytes> {
+    let file = File::open(path)
+        .map_err(|e| Error::io(format!("opening data file {}", path.display()), e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io(format!("reading the length of {}", path.display()), e))?
+        .len();
+    if len == 0 {
+        // Nothing to map; an empty data file (a diff with no dirty pages) is valid.
+        return Ok(Bytes::new());
+    }
+    // SAFETY: `Mmap::map` is unsafe because the mapping aliases the file: if another process
+    // writes to it the `&[u8]` we hand out changes underneath, and if it truncates it, touching
+    // the lost pages raises SIGBUS. Snapshot data files are immutable once written (writers
+    // create new files, never modify a published one), the file is opened read-only, and the
+    // mapping is private to this process's reads. Callers check the mapped length against every
+    // storage range the header references right after mapping (`LayeredSource::open`), so a
+    // file that is already short is an error, not a SIGBUS; only truncation *after* open, which
+    // the immutability rule forbids, could still fault.
+    let map = unsafe { Mmap::map(&file) }
+        .map_err(|e| Error::io(format!("mapping data file {}", path.display()), e))?;
+    Ok(Bytes::from_owner(map))
+}

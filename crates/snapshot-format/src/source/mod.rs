@@ -1,0 +1,232 @@
+//! The layered source: bytes of any logical range, served from `mmap`ed build data files.
+
+mod mapped;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::model::Header;
+
+/// Marks an entry with no file (a zero run) in `LayeredSource::entry_file`.
+const NO_FILE: u32 = u32::MAX;
+
+/// One piece of a logical range, from [`LayeredSource::bytes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// Bytes viewed in place in a build's mapped data file (zero-copy; keeps the map alive).
+    Data(Bytes),
+    /// A run of this many zero bytes (no I/O).
+    Zero(u64),
+}
+
+impl Segment {
+    /// Length of the piece in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Segment::Data(bytes) => bytes.len() as u64,
+            Segment::Zero(len) => *len,
+        }
+    }
+
+    /// True for a zero-length piece (never produced by [`LayeredSource::bytes`]).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The first piece of a range, borrowed, from [`LayeredSource::chunk`]: the fault path's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunk<'a> {
+    /// Bytes in a build's mapped data file.
+    Data(&'a [u8]),
+    /// A run of this many zero bytes.
+    Zero(u64),
+}
+
+impl Chunk<'_> {
+    /// Length of the piece in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Chunk::Data(bytes) => bytes.len() as u64,
+            Chunk::Zero(len) => *len,
+        }
+    }
+
+    /// True for a zero-length piece (never produced by [`LayeredSource::chunk`]).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A header plus the data files of every build it references, each mapped read-only once.
+#[derive(Debug, Clone)]
+pub struct LayeredSource {
+    header: Header,
+    /// Mapped files, one per referenced build.
+    files: Vec<BuildFile>,
+    /// For each header entry, its file's index in `files`, or `NO_FILE` for zero runs; saves a
+    /// UUID hash lookup per fault.
+    entry_file: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+struct BuildFile {
+    build_id: Uuid,
+    path: PathBuf,
+    data: Bytes,
+}
+
+impl LayeredSource {
+    /// Maps the data file of every build `header` references (`files`: build UUID -> path;
+    /// extra builds are ignored) and checks each is long enough for the storage ranges placed in
+    /// it: [`Error::MissingBuildFile`] or [`Error::DataFileTooShort`] otherwise.
+    pub fn open(header: Header, files: &HashMap<Uuid, PathBuf>) -> Result<Self> {
+        let mut mapped = Vec::new();
+        let mut file_index: HashMap<Uuid, u32> = HashMap::new();
+        for (build, needed) in header.storage_extents() {
+            let path = files.get(&build).ok_or(Error::MissingBuildFile { build })?;
+            let data = mapped::map_read_only(path)?;
+            let actual = data.len() as u64;
+            if actual < needed {
+                return Err(Error::DataFileTooShort {
+                    build,
+                    path: path.clone(),
+                    needed,
+                    actual,
+                });
+            }
+            // Entries are capped at 2^26, so build indexes fit in u32 below NO_FILE.
+            file_index.insert(build, mapped.len() as u32);
+            mapped.push(BuildFile {
+                build_id: build,
+                path: path.clone(),
+                data,
+            });
+        }
+        let entry_file = header
+            .entries()
+            .iter()
+            .map(|e| file_index.get(&e.build_id).copied().unwrap_or(NO_FILE))
+            .collect();
+        Ok(LayeredSource {
+            header,
+            files: mapped,
+            entry_file,
+        })
+    }
+
+    /// Serves a plain memory file (a Firecracker snapshot memory file, no header) as generation
+    /// 0 of a fresh build: one entry maps `[0, len)` to the file itself. Its length must be a
+    /// multiple of `block_size`.
+    pub fn open_memory_file(path: &Path, block_size: u64) -> Result<Self> {
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io(format!("reading the length of {}", path.display()), e))?
+            .len();
+        let build = Uuid::new_v4();
+        let header = Header::full_image(build, block_size, len)?;
+        LayeredSource::open(header, &HashMap::from([(build, path.to_path_buf())]))
+    }
+
+    /// The header being served.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Data file path of `build`, if the header references it.
+    pub fn data_path(&self, build: Uuid) -> Option<&Path> {
+        self.files
+            .iter()
+            .find(|f| f.build_id == build)
+            .map(|f| f.path.as_path())
+    }
+
+    /// The longest piece starting at `offset` that is one run, at most `max_len` bytes: a slice
+    /// of the mapped file or a zero marker. No allocation; the fault path calls it in a loop
+    /// until its page range is filled (a range crossing entries takes several calls).
+    ///
+    /// Errors with [`Error::OutOfRange`] if `offset` is at or past the size or `max_len` is 0.
+    #[inline]
+    pub fn chunk(&self, offset: u64, max_len: u64) -> Result<Chunk<'_>> {
+        Ok(match self.locate(offset, max_len)? {
+            Piece::Zero(len) => Chunk::Zero(len),
+            Piece::File(file, range) => Chunk::Data(&file.data[range]),
+        })
+    }
+
+    /// The bytes of `[offset, offset + length)` as pieces in order: zero-copy views of the
+    /// mapped files and zero runs. [`Error::OutOfRange`] if the range leaves `[0, size)`.
+    pub fn bytes(&self, offset: u64, length: u64) -> Result<Vec<Segment>> {
+        self.header.read_plan(offset, length)?;
+        let mut segments = Vec::new();
+        let (mut position, end) = (offset, offset + length);
+        while position < end {
+            let segment = match self.locate(position, end - position)? {
+                Piece::Zero(len) => Segment::Zero(len),
+                Piece::File(file, range) => Segment::Data(file.data.slice(range)),
+            };
+            position += segment.len();
+            segments.push(segment);
+        }
+        Ok(segments)
+    }
+
+    /// Copies `[offset, offset + buf.len())` into `buf` (zeros where the mapping says zero).
+    pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.header.read_plan(offset, buf.len() as u64)?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let rest = &mut buf[done..];
+            done += match self.chunk(offset + done as u64, rest.len() as u64)? {
+                Chunk::Zero(len) => {
+                    rest[..len as usize].fill(0);
+                    len as usize
+                }
+                Chunk::Data(slice) => {
+                    rest[..slice.len()].copy_from_slice(slice);
+                    slice.len()
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Resolves the run at `offset` (at most `max_len` bytes) to a zero run or a checked byte
+    /// range of a mapped file.
+    #[inline]
+    fn locate(&self, offset: u64, max_len: u64) -> Result<Piece<'_>> {
+        let out_of_range = || Error::OutOfRange {
+            offset,
+            length: max_len,
+            size: self.header.size(),
+        };
+        if max_len == 0 {
+            return Err(out_of_range());
+        }
+        let index = self.header.entry_index(offset).ok_or_else(out_of_range)?;
+        let entry = self.header.entries().get(index).ok_or_else(out_of_range)?;
+        let into = offset - entry.offset;
+        let len = (entry.length - into).min(max_len);
+        let file = match self.entry_file.get(index) {
+            Some(&NO_FILE) | None => return Ok(Piece::Zero(len)),
+            Some(&file) => self.files.get(file as usize).ok_or_else(out_of_range)?,
+        };
+        // Checked at open: storage_offset + length <= file length, so the range is in bounds;
+        // the check here keeps a broken invariant an error instead of a panic.
+        let start = (entry.storage_offset + into) as usize;
+        let range = start..start + len as usize;
+        if range.end > file.data.len() {
+            return Err(out_of_range());
+        }
+        Ok(Piece::File(file, range))
+    }
+}
+
+/// A resolved run: zeros, or a byte range of one mapped file.
+enum Piece<'a> {
+    Zero(u64),
+    File(&'a BuildFile, std::ops::Range<usize>),
+}
