@@ -1,2 +1,135 @@
-//! cargo xtask (in progress).
-fn main() {}
+//! `cargo xtask …`: the project's build, test, lint, bench and demo entry points.
+
+mod hugepages;
+
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+  test [--soak]     the whole test suite (reserves 2 MiB hugepages for the run and puts the
+                    old value back); --soak lengthens the randomized soak tests
+  lint              cargo fmt --check, clippy -D warnings, rustdoc -D warnings
+  ci                lint, then test: what .ci/run does
+  bench [crate]     criterion benches of one crate, or of all
+";
+
+/// Hugepages the suite wants free: the 2 MiB variants of the kernel tests.
+const HUGEPAGES_WANTED: u64 = 256;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("lint") => lint(),
+        Some("ci") => lint().and_then(|()| test(&[])),
+        Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+        None => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `cargo` with `args` from the workspace root; an error names the command that failed.
+fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed: {status}", args.join(" ")))
+    }
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn test(args: &[String]) -> Result<(), String> {
+    let soak = match args {
+        [] => false,
+        [flag] if flag == "--soak" => true,
+        other => return Err(format!("unknown test arguments {other:?}\n\n{USAGE}")),
+    };
+    report_machine();
+    let _reservation = hugepages::Reservation::ensure_free(HUGEPAGES_WANTED);
+    let mut envs = vec![("RUST_BACKTRACE", "1")];
+    if soak {
+        envs.push(("UFFD_SOAK", "1"));
+    }
+    cargo(
+        &["test", "--workspace", "--all-features", "--no-fail-fast"],
+        &envs,
+    )
+}
+
+fn lint() -> Result<(), String> {
+    cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    cargo(
+        &["doc", "--workspace", "--no-deps", "--all-features"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )
+}
+
+fn bench(krate: Option<&str>) -> Result<(), String> {
+    let _reservation = hugepages::Reservation::ensure_free(HUGEPAGES_WANTED);
+    match krate {
+        Some(krate) => cargo(&["bench", "-p", krate], &[]),
+        None => cargo(&["bench", "--workspace"], &[]),
+    }
+}
+
+/// Prints what the kernel tests depend on, so a skipped test's reason is visible up front.
+fn report_machine() {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    eprintln!("xtask: kernel {}", kernel.trim());
+    for (path, what) in [
+        ("/dev/userfaultfd", "userfaultfd device"),
+        ("/dev/kvm", "KVM"),
+    ] {
+        let ok = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .is_ok();
+        eprintln!(
+            "xtask: {what} ({path}): {}",
+            if ok {
+                "usable"
+            } else {
+                "NOT usable; tests that need it skip"
+            }
+        );
+    }
+}
