@@ -1,0 +1,39 @@
+//! The serde JSON view: round trips, and validation on the way in.
+
+mod common;
+
+use common::arb_header;
+use proptest::prelude::*;
+use snapshot_format::Header;
+
+#[test]
+fn json_shape_is_readable() {
+    let h = Header::full_image(common::build(1), 4096, 8192).unwrap();
+    let json = serde_json::to_value(&h).unwrap();
+    assert_eq!(json["metadata"]["block_size"], 4096);
+    assert_eq!(
+        json["metadata"]["build_id"],
+        "01010101-0101-0101-0101-010101010101"
+    );
+    assert_eq!(json["entries"][0]["length"], 8192);
+    assert_eq!(json["entries"][0]["storage_offset"], 0);
+}
+
+#[test]
+fn json_input_is_validated() {
+    let h = Header::full_image(common::build(1), 4096, 8192).unwrap();
+    let mut json = serde_json::to_value(&h).unwrap();
+    json["entries"][0]["length"] = 4096.into();
+    let err = serde_json::from_value::<Header>(json).unwrap_err();
+    assert!(err.to_string().contains("covers only"), "{err}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn json_round_trips(h in arb_header()) {
+        let text = serde_json::to_string(&h).unwrap();
+        prop_assert_eq!(serde_json::from_str::<Header>(&text).unwrap(), h);
+    }
+}

@@ -1,0 +1,217 @@
+//! The layered source over real files: zero-copy pieces, zero runs, chunks crossing entries, and
+//! open-time errors for missing builds and short files.
+#![allow(clippy::single_range_in_vec_init)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs;
+
+use common::{TempDir, build};
+use snapshot_format::{
+    Chunk, Error, Header, HeaderFormat, LayeredSource, Mapping, Metadata, Segment, snapshot_dir,
+};
+
+const PAGE: u64 = 4096;
+
+/// build 1's file: pages filled 0x10, 0x11, ...; build 2's: 0x20, 0x21, ...
+fn write_files(
+    dir: &std::path::Path,
+    pages1: u8,
+    pages2: u8,
+) -> HashMap<uuid::Uuid, std::path::PathBuf> {
+    let mut files = HashMap::new();
+    for (b, pages, base) in [(build(1), pages1, 0x10u8), (build(2), pages2, 0x20u8)] {
+        let bytes: Vec<u8> = (0..pages)
+            .flat_map(|p| std::iter::repeat_n(base + p, PAGE as usize))
+            .collect();
+        let path = snapshot_dir::data_path(dir, b);
+        fs::write(&path, bytes).unwrap();
+        files.insert(b, path);
+    }
+    files
+}
+
+/// [0,2) build 1 pages 1..3, [2,3) zero, [3,5) build 2 pages 0..2.
+fn header() -> Header {
+    Header::new(
+        Metadata::generation_zero(build(2), PAGE, 5 * PAGE),
+        vec![
+            Mapping::data(0, 2 * PAGE, build(1), PAGE),
+            Mapping::zero(2 * PAGE, PAGE),
+            Mapping::data(3 * PAGE, 2 * PAGE, build(2), 0),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn chunks_and_bytes_come_from_the_right_file() {
+    let dir = TempDir::new("source");
+    let source = LayeredSource::open(header(), &write_files(&dir.0, 3, 2)).unwrap();
+
+    assert_eq!(
+        source.chunk(0, PAGE).unwrap(),
+        Chunk::Data(&[0x11; PAGE as usize])
+    );
+    assert_eq!(source.chunk(PAGE + 10, PAGE).unwrap().len(), PAGE - 10);
+    assert_eq!(source.chunk(2 * PAGE, 8 * PAGE).unwrap(), Chunk::Zero(PAGE));
+    assert_eq!(
+        source.chunk(4 * PAGE, PAGE).unwrap(),
+        Chunk::Data(&[0x21; PAGE as usize])
+    );
+    assert!(matches!(
+        source.chunk(5 * PAGE, 1),
+        Err(Error::OutOfRange { .. })
+    ));
+    assert!(matches!(source.chunk(0, 0), Err(Error::OutOfRange { .. })));
+
+    let segments = source.bytes(PAGE, 3 * PAGE).unwrap();
+    assert_eq!(
+        segments,
+        vec![
+            Segment::Data(vec![0x12; PAGE as usize].into()),
+            Segment::Zero(PAGE),
+            Segment::Data(vec![0x20; PAGE as usize].into()),
+        ]
+    );
+    assert!(matches!(
+        source.bytes(4 * PAGE, 2 * PAGE),
+        Err(Error::OutOfRange { .. })
+    ));
+
+    let mut buf = vec![0xff; 3 * PAGE as usize];
+    source.read_into(PAGE + 1, &mut buf).unwrap();
+    assert_eq!(buf[0], 0x12);
+    assert!(
+        buf[PAGE as usize - 1..2 * PAGE as usize - 1]
+            .iter()
+            .all(|&b| b == 0)
+    );
+    assert_eq!(buf[3 * PAGE as usize - 1], 0x21);
+}
+
+#[test]
+fn segments_are_views_of_the_mapping_not_copies() {
+    let dir = TempDir::new("zerocopy");
+    let source = LayeredSource::open(header(), &write_files(&dir.0, 3, 2)).unwrap();
+    let Chunk::Data(slice) = source.chunk(3 * PAGE, PAGE).unwrap() else {
+        panic!("expected data")
+    };
+    let segments = source.bytes(3 * PAGE, PAGE).unwrap();
+    let Segment::Data(bytes) = &segments[0] else {
+        panic!("expected data")
+    };
+    assert_eq!(bytes.as_ptr(), slice.as_ptr());
+    // The view outlives the source: it owns the mapping.
+    let kept = bytes.clone();
+    drop(segments);
+    drop(source);
+    assert!(kept.iter().all(|&b| b == 0x20));
+}
+
+#[test]
+fn open_rejects_a_missing_build_file() {
+    let dir = TempDir::new("missing");
+    let mut files = write_files(&dir.0, 3, 2);
+    files.remove(&build(2));
+    match LayeredSource::open(header(), &files) {
+        Err(Error::MissingBuildFile { build: b }) => assert_eq!(b, build(2)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn open_rejects_a_short_data_file() {
+    let dir = TempDir::new("short");
+    // build 1 needs pages up to 3 (storage PAGE + 2 pages); give it 2.
+    let files = write_files(&dir.0, 2, 2);
+    match LayeredSource::open(header(), &files) {
+        Err(Error::DataFileTooShort {
+            build: b,
+            needed,
+            actual,
+            path,
+        }) => {
+            assert_eq!((b, needed, actual), (build(1), 3 * PAGE, 2 * PAGE));
+            assert_eq!(path, files[&build(1)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same check without files, from lengths alone.
+    let lens = HashMap::from([(build(1), 2 * PAGE), (build(2), 2 * PAGE)]);
+    assert!(matches!(
+        header().validate_storage(&lens),
+        Err(Error::DataFileTooShort { .. })
+    ));
+    let lens = HashMap::from([(build(1), 3 * PAGE), (build(2), 2 * PAGE)]);
+    header().validate_storage(&lens).unwrap();
+}
+
+#[test]
+fn open_reports_an_unreadable_path() {
+    let dir = TempDir::new("unreadable");
+    let mut files = write_files(&dir.0, 3, 2);
+    files.insert(build(1), dir.0.join("does-not-exist"));
+    assert!(matches!(
+        LayeredSource::open(header(), &files),
+        Err(Error::Io { .. })
+    ));
+}
+
+#[test]
+fn a_plain_memory_file_is_a_source() {
+    let dir = TempDir::new("memfile");
+    let path = dir.0.join("mem");
+    let bytes: Vec<u8> = (0..4 * PAGE).map(|i| (i / PAGE) as u8 + 1).collect();
+    fs::write(&path, &bytes).unwrap();
+    let source = LayeredSource::open_memory_file(&path, PAGE).unwrap();
+    assert_eq!(source.header().entries().len(), 1);
+    assert_eq!(
+        source.chunk(2 * PAGE, PAGE).unwrap(),
+        Chunk::Data(&[3; PAGE as usize])
+    );
+    assert_eq!(source.chunk(0, 10 * PAGE).unwrap().len(), 4 * PAGE);
+
+    fs::write(&path, vec![1u8; 100]).unwrap();
+    assert!(matches!(
+        LayeredSource::open_memory_file(&path, PAGE),
+        Err(Error::Invalid(_))
+    ));
+}
+
+#[test]
+fn a_snapshot_directory_opens_in_both_header_formats() {
+    let dir = TempDir::new("dir");
+    write_files(&dir.0, 3, 2);
+    for format in [HeaderFormat::Native, HeaderFormat::E2b] {
+        snapshot_dir::write_header(&snapshot_dir::header_path(&dir.0), &header(), format).unwrap();
+        let source = LayeredSource::open_dir(&dir.0).unwrap();
+        assert_eq!(source.header(), &header());
+        assert_eq!(
+            source.data_path(build(1)),
+            Some(snapshot_dir::data_path(&dir.0, build(1)).as_path())
+        );
+    }
+    // Unrelated files in the directory are ignored; a missing header is an I/O error.
+    fs::write(dir.0.join("notes.txt"), b"hi").unwrap();
+    LayeredSource::open_dir(&dir.0).unwrap();
+    fs::remove_file(snapshot_dir::header_path(&dir.0)).unwrap();
+    assert!(matches!(
+        LayeredSource::open_dir(&dir.0),
+        Err(Error::Io { .. })
+    ));
+}
+
+#[test]
+fn a_corrupt_header_file_is_a_typed_error() {
+    let dir = TempDir::new("corrupt");
+    let path = snapshot_dir::header_path(&dir.0);
+    let mut bytes = header().encode_native();
+    bytes[100] ^= 1;
+    fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        snapshot_dir::read_header(&path),
+        Err(Error::ChecksumMismatch { .. })
+    ));
+}
