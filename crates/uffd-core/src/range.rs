@@ -134,7 +134,8 @@ impl Range {
     pub fn intersect(&self, other: &Range) -> Option<Self> {
         let start = self.start.max(other.start);
         let end = self.end().min(other.end());
-        (start < end).then_some(Range {
+        // Lazily: for disjoint ranges `end - start` would underflow.
+        (start < end).then(|| Range {
             start,
             len: end - start,
         })
