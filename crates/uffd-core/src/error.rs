@@ -113,7 +113,8 @@ pub enum Error {
     PagemapScan {
         /// The range scanned.
         range: Range,
-        /// The kernel's answer (EINVAL with a re-protect: range not registered WP_ASYNC).
+        /// The kernel's answer (EPERM with a re-protect: range not registered WP with
+        /// `WP_ASYNC`).
         errno: Errno,
     },
     /// A bad range.

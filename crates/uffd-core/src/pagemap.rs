@@ -34,7 +34,8 @@ impl PagemapScanner {
     ///
     /// With `reprotect`, the written pages are write-protected again in the same walk, so a
     /// write racing the scan is either reported now or left for the next scan, never lost;
-    /// the range must then be registered WP with `WP_ASYNC` (else EINVAL).
+    /// the range must then be registered WP with `WP_ASYNC` (else EPERM, from
+    /// `PM_SCAN_CHECK_WPASYNC`).
     pub fn written(
         &mut self,
         range: Range,

@@ -509,8 +509,19 @@ impl ChildProc {
         (fd, data)
     }
 
-    /// Waits for the child to exit; its status and everything it printed.
+    /// Waits (at most [`TIMEOUT`], else kills it and fails) for the child to exit; its status
+    /// and everything it printed.
     pub fn finish(mut self) -> (ExitStatus, String) {
+        // The child's end of the socket closes when it (and any process it forked) exits.
+        let mut sink = [0; 64];
+        loop {
+            match (&self.sock).read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!("the child did not exit within {TIMEOUT:?} ({e}); killing it"),
+            }
+        }
         let child = self.child.take().expect("child");
         let out = child.wait_with_output().expect("wait for the child");
         let text = format!(

@@ -1,0 +1,93 @@
+//! UFFDIO_ZEROPAGE, and UFFDIO_WAKE releasing a thread that a DONTWAKE install left waiting.
+
+mod common;
+
+use common::{PAGE, Region, next_fault, pattern};
+use uffd_core::{CopyMode, Features, RegisterMode, Status, ZeropageMode};
+
+#[test]
+fn zeropage_maps_zeros_over_the_whole_range() {
+    let region = Region::new(4, Features::empty(), RegisterMode::MISSING);
+    let outcome = region
+        .uffd
+        .zeropage(region.pages(0, 3), ZeropageMode::empty());
+    assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
+    assert_eq!(
+        (outcome.requested, outcome.done),
+        (3 * PAGE as u64, 3 * PAGE as u64)
+    );
+    assert!(region.map.read_bytes(0, 3 * PAGE).iter().all(|&b| b == 0));
+
+    // Zero pages are present: installing over them is EEXIST, with nothing done.
+    let outcome = region
+        .uffd
+        .copy(region.page(1), &pattern(1, PAGE), CopyMode::empty());
+    assert_eq!(
+        (outcome.status, outcome.done),
+        (Status::Exists, 0),
+        "{outcome:?}"
+    );
+    let outcome = region
+        .uffd
+        .zeropage(region.pages(2, 2), ZeropageMode::empty());
+    assert_eq!(
+        (outcome.status, outcome.done),
+        (Status::Exists, 0),
+        "{outcome:?}"
+    );
+    // Writing to a zero page is an ordinary copy-on-write, not a userfault.
+    region.map.write(PAGE + 1, 9);
+    assert_eq!(region.map.read(PAGE + 1), 9);
+}
+
+#[test]
+fn zeropage_resolves_a_fault() {
+    let region = Region::new(2, Features::empty(), RegisterMode::MISSING);
+    let reader = region.spawn_read(PAGE + 33);
+    let fault = next_fault(&region.uffd);
+    assert_eq!(fault.address, region.map.page_addr(1));
+    reader.assert_blocked();
+    let outcome = region.uffd.zeropage(region.page(1), ZeropageMode::empty());
+    assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
+    assert_eq!(reader.wait(), 0);
+}
+
+#[test]
+fn wake_releases_a_thread_left_waiting_by_dontwake() {
+    let region = Region::new(2, Features::empty(), RegisterMode::MISSING);
+    let reader = region.spawn_read(99);
+    let fault = next_fault(&region.uffd);
+    assert_eq!(fault.address, region.map.page_addr(0));
+
+    let bytes = pattern(0x6b, PAGE);
+    let outcome = region.uffd.copy(region.page(0), &bytes, CopyMode::DONTWAKE);
+    assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
+    assert_eq!(outcome.done, PAGE as u64);
+    // The page is there, but nobody woke the reader.
+    assert_eq!(region.map.read_bytes(0, PAGE), bytes);
+    reader.assert_blocked();
+
+    let outcome = region.uffd.wake(region.page(0));
+    assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
+    assert_eq!(outcome.done, PAGE as u64);
+    assert_eq!(reader.wait(), bytes[99]);
+}
+
+#[test]
+fn wake_without_an_install_makes_the_thread_fault_again() {
+    let region = Region::new(1, Features::empty(), RegisterMode::MISSING);
+    let reader = region.spawn_read(0);
+    let first = next_fault(&region.uffd);
+    // Woken with the page still missing: it retries the access and faults again.
+    assert!(region.uffd.wake(region.page(0)).is_complete());
+    let again = next_fault(&region.uffd);
+    assert_eq!(again.address, first.address);
+    reader.assert_blocked();
+    assert!(
+        region
+            .uffd
+            .zeropage(region.page(0), ZeropageMode::empty())
+            .is_complete()
+    );
+    assert_eq!(reader.wait(), 0);
+}
