@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{InvalidHeader, Result};
+use crate::ops::lookup::LookupIndex;
 use crate::ops::validate::{Coverage, check_entries, check_metadata};
 
 /// Header version written by default; E2B's orchestrator uses 1 to 3 for the same layout.
@@ -111,6 +112,9 @@ impl Mapping {
 pub struct Header {
     metadata: Metadata,
     entries: Vec<Mapping>,
+    /// Derived from `entries`; speeds up lookups.
+    #[serde(skip)]
+    index: LookupIndex,
 }
 
 /// The JSON shape of a header before validation.
@@ -133,7 +137,12 @@ impl Header {
     pub fn new(metadata: Metadata, entries: Vec<Mapping>) -> Result<Self, InvalidHeader> {
         check_metadata(&metadata)?;
         check_entries(&metadata, &entries, Coverage::Full)?;
-        Ok(Header { metadata, entries })
+        let index = LookupIndex::build(metadata.block_size, metadata.size, &entries);
+        Ok(Header {
+            metadata,
+            entries,
+            index,
+        })
     }
 
     /// Generation 0 of a plain memory image (a Firecracker memory file with no header): one entry
@@ -176,6 +185,10 @@ impl Header {
             .into_iter()
             .map(|(build, _)| build)
             .collect()
+    }
+
+    pub(crate) fn index(&self) -> &LookupIndex {
+        &self.index
     }
 
     /// Takes the header apart.

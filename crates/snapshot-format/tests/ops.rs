@@ -65,6 +65,27 @@ fn lookup_gives_build_storage_and_remaining_run() {
 }
 
 #[test]
+fn lookup_is_exact_when_entries_are_crowded_in_one_region() {
+    // 1000 one-page entries, then one entry of a million pages: the index's buckets are sized
+    // for the average, so the first bucket holds hundreds of entries.
+    let mut entries: Vec<Mapping> = (0..1000)
+        .map(|i| Mapping::data(i * PAGE, PAGE, build(1 + (i % 2) as u8), i * PAGE))
+        .collect();
+    entries.push(Mapping::zero(1000 * PAGE, 1 << 32));
+    let h = header(1000 * PAGE + (1 << 32), entries);
+    for i in 0..1000 {
+        let loc = h.lookup(i * PAGE + 7).unwrap();
+        assert_eq!(
+            (loc.build_id, loc.storage_offset),
+            (build(1 + (i % 2) as u8), i * PAGE + 7)
+        );
+        assert_eq!(h.entry_index(i * PAGE + PAGE - 1), Some(i as usize));
+    }
+    assert_eq!(h.entry_index(1000 * PAGE), Some(1000));
+    assert_eq!(h.lookup(h.size() - 1).unwrap().remaining, 1);
+}
+
+#[test]
 fn read_plan_splits_a_range_across_entries() {
     let h = parent();
     let plan: Vec<Mapping> = h.read_plan(PAGE, 3 * PAGE).unwrap().collect();

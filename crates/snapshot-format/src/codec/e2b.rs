@@ -13,7 +13,7 @@
 //! All integers little-endian; UUIDs as their 16 bytes in RFC 4122 order.
 
 use crate::MAX_ENTRIES;
-use crate::codec::{Cursor, ENTRY_LEN, put_entry};
+use crate::codec::{Cursor, ENTRY_LEN, put_entries};
 use crate::error::{Error, Result};
 use crate::model::{Header, Metadata};
 
@@ -74,17 +74,20 @@ impl Header {
 
     /// Encodes E2B's uncompressed layout with the metadata's version.
     pub fn encode_e2b(&self) -> Vec<u8> {
-        let m = self.metadata();
         let mut out = Vec::with_capacity(E2B_METADATA_LEN + ENTRY_LEN * self.entries().len());
+        self.encode_e2b_into(&mut out);
+        out
+    }
+
+    /// Appends the E2B encoding to `out`.
+    pub fn encode_e2b_into(&self, out: &mut Vec<u8>) {
+        let m = self.metadata();
         out.extend_from_slice(&u64::from(m.version).to_le_bytes());
         out.extend_from_slice(&m.block_size.to_le_bytes());
         out.extend_from_slice(&m.size.to_le_bytes());
         out.extend_from_slice(&m.generation.to_le_bytes());
         out.extend_from_slice(m.build_id.as_bytes());
         out.extend_from_slice(m.base_build_id.as_bytes());
-        for entry in self.entries() {
-            put_entry(&mut out, entry);
-        }
-        out
+        put_entries(out, self.entries());
     }
 }

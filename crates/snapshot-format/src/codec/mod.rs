@@ -43,9 +43,16 @@ impl Header {
 
     /// Encodes the header in `format`.
     pub fn encode(&self, format: HeaderFormat) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(format, &mut out);
+        out
+    }
+
+    /// Appends the header encoded in `format` to `out` (reusing its capacity).
+    pub fn encode_into(&self, format: HeaderFormat, out: &mut Vec<u8>) {
         match format {
-            HeaderFormat::Native => self.encode_native(),
-            HeaderFormat::E2b => self.encode_e2b(),
+            HeaderFormat::Native => self.encode_native_into(out),
+            HeaderFormat::E2b => self.encode_e2b_into(out),
         }
     }
 }
@@ -98,10 +105,16 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Appends one entry in the shared 40-byte layout.
-fn put_entry(out: &mut Vec<u8>, entry: &Mapping) {
-    out.extend_from_slice(&entry.offset.to_le_bytes());
-    out.extend_from_slice(&entry.length.to_le_bytes());
-    out.extend_from_slice(entry.build_id.as_bytes());
-    out.extend_from_slice(&entry.storage_offset.to_le_bytes());
+/// Appends entries in the shared 40-byte layout.
+fn put_entries(out: &mut Vec<u8>, entries: &[Mapping]) {
+    out.reserve(entries.len() * ENTRY_LEN);
+    for entry in entries {
+        // Assembled on the stack, then appended once: one capacity check per entry.
+        let mut raw = [0u8; ENTRY_LEN];
+        raw[..8].copy_from_slice(&entry.offset.to_le_bytes());
+        raw[8..16].copy_from_slice(&entry.length.to_le_bytes());
+        raw[16..32].copy_from_slice(entry.build_id.as_bytes());
+        raw[32..].copy_from_slice(&entry.storage_offset.to_le_bytes());
+        out.extend_from_slice(&raw);
+    }
 }

@@ -18,7 +18,7 @@
 //! All integers little-endian. The file is exactly `84 + 40 N` bytes.
 
 use crate::MAX_ENTRIES;
-use crate::codec::{Cursor, ENTRY_LEN, put_entry};
+use crate::codec::{Cursor, ENTRY_LEN, put_entries};
 use crate::error::{Error, Result};
 use crate::model::{Header, Metadata};
 
@@ -103,9 +103,17 @@ impl Header {
 
     /// Encodes the native format.
     pub fn encode_native(&self) -> Vec<u8> {
+        let len = FIXED_LEN + ENTRY_LEN * self.entries().len() + TRAILER_LEN;
+        let mut out = Vec::with_capacity(len);
+        self.encode_native_into(&mut out);
+        out
+    }
+
+    /// Appends the native encoding to `out`.
+    pub fn encode_native_into(&self, out: &mut Vec<u8>) {
         let m = self.metadata();
         let entries = self.entries();
-        let mut out = Vec::with_capacity(FIXED_LEN + ENTRY_LEN * entries.len() + TRAILER_LEN);
+        let start = out.len();
         out.extend_from_slice(&NATIVE_MAGIC);
         out.extend_from_slice(&NATIVE_VERSION.to_le_bytes());
         out.extend_from_slice(&m.version.to_le_bytes());
@@ -116,11 +124,8 @@ impl Header {
         out.extend_from_slice(m.build_id.as_bytes());
         out.extend_from_slice(m.base_build_id.as_bytes());
         out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-        for entry in entries {
-            put_entry(&mut out, entry);
-        }
-        let crc = crc32fast::hash(&out);
+        put_entries(out, entries);
+        let crc = crc32fast::hash(&out[start..]);
         out.extend_from_slice(&crc.to_le_bytes());
-        out
     }
 }
