@@ -119,6 +119,17 @@ pub enum Error {
         /// The file's length.
         actual: u64,
     },
+    /// A build's data is shorter than the storage ranges the header places in it (checked from
+    /// lengths alone, by [`crate::Header::validate_storage`]).
+    #[error("build {build} has {actual} bytes of data, the header needs {needed}")]
+    StorageOutOfFile {
+        /// The build.
+        build: Uuid,
+        /// Bytes the header's storage ranges reach.
+        needed: u64,
+        /// The length given for its data.
+        actual: u64,
+    },
     /// A logical range lies outside `[0, size)`.
     #[error("range {offset:#x}+{length:#x} lies outside the {size:#x}-byte image")]
     OutOfRange {

@@ -27,7 +27,8 @@ pub const HEADER_FILE: &str = "header";
 /// Suffix of data file names: `<uuid>.data`.
 pub const DATA_SUFFIX: &str = ".data";
 
-/// Largest header file accepted: [`MAX_ENTRIES`] entries in the larger (native) encoding.
+/// Largest header file accepted: [`MAX_ENTRIES`] entries in the larger (native) encoding, whose
+/// fixed part (80 bytes before the entries, 4 after) is longer than E2B's 64.
 pub const MAX_HEADER_FILE_LEN: u64 = 84 + MAX_ENTRIES * E2B_ENTRY_LEN as u64;
 
 /// Path of build `build`'s data file in `dir`.

@@ -8,7 +8,8 @@ use std::os::unix::fs::FileExt;
 
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::MAX_ENTRIES;
+use crate::error::{Error, InvalidHeader, Result};
 use crate::model::{Header, Mapping, Metadata};
 use crate::ops::diff::Diff;
 use crate::ops::normalise::continues;
@@ -108,7 +109,7 @@ where
 /// All-zero blocks become zero entries; the data file (to `data`) holds only the non-zero
 /// blocks, back to back in ascending offset order. The image's length must be a multiple of
 /// `block_size` and within [`crate::MAX_SIZE`]. Memory use is bounded (1 MiB buffers) whatever
-/// the block size.
+/// the block size. Data goes out one block at a time: give a `BufWriter` when `data` is a file.
 pub fn write_generation_zero<I, W>(
     image: &I,
     block_size: u64,
@@ -126,7 +127,7 @@ where
     // Check the geometry before reading anything, so a bad size costs no I/O.
     check_geometry(block_size, size)?;
     if build_id.is_nil() {
-        return Err(crate::InvalidHeader::NilBuildId.into());
+        return Err(InvalidHeader::NilBuildId.into());
     }
 
     // A block is read in pieces of at most WINDOW bytes; the pieces of a block before its first
@@ -167,6 +168,14 @@ where
                     Mapping::zero(offset, block_size)
                 };
                 push_joined(&mut entries, entry);
+                if entries.len() as u64 > MAX_ENTRIES {
+                    // Stop early rather than build a mapping no reader would accept.
+                    return Err(InvalidHeader::TooManyEntries {
+                        count: entries.len() as u64,
+                        limit: MAX_ENTRIES,
+                    }
+                    .into());
+                }
                 block = BlockScan::default();
             }
         }

@@ -29,6 +29,17 @@ fn json_input_is_validated() {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Fuzz: arbitrary bytes, and JSON-ish text, never panic the JSON view.
+    #[test]
+    fn arbitrary_json_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200), text in "[{}\\[\\]\":,0-9a-z_ -]{0,200}") {
+        let _ = serde_json::from_slice::<Header>(&bytes);
+        let _ = serde_json::from_str::<Header>(&text);
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]

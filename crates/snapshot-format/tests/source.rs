@@ -142,10 +142,15 @@ fn open_rejects_a_short_data_file() {
     let lens = HashMap::from([(build(1), 2 * PAGE), (build(2), 2 * PAGE)]);
     assert!(matches!(
         header().validate_storage(&lens),
-        Err(Error::DataFileTooShort { .. })
+        Err(Error::StorageOutOfFile { needed, actual, .. }) if needed == 3 * PAGE && actual == 2 * PAGE
     ));
     let lens = HashMap::from([(build(1), 3 * PAGE), (build(2), 2 * PAGE)]);
     header().validate_storage(&lens).unwrap();
+    let lens = HashMap::from([(build(1), 3 * PAGE)]);
+    assert!(matches!(
+        header().validate_storage(&lens),
+        Err(Error::MissingBuildFile { build: b }) if b == build(2)
+    ));
 }
 
 #[test]

@@ -135,17 +135,16 @@ impl Header {
     /// Checks every build's storage ranges against its data file length.
     ///
     /// `file_lens` maps build UUID -> data file length in bytes. A referenced build missing from
-    /// it is [`Error::MissingBuildFile`]; a file shorter than the furthest storage byte the
-    /// mapping reaches is [`Error::DataFileTooShort`] (with an empty path: no file was named).
+    /// it is [`Error::MissingBuildFile`]; a length short of the furthest storage byte the mapping
+    /// reaches is [`Error::StorageOutOfFile`].
     pub fn validate_storage(&self, file_lens: &HashMap<Uuid, u64>) -> Result<()> {
         for (build, needed) in self.storage_extents() {
             let Some(&actual) = file_lens.get(&build) else {
                 return Err(Error::MissingBuildFile { build });
             };
             if actual < needed {
-                return Err(Error::DataFileTooShort {
+                return Err(Error::StorageOutOfFile {
                     build,
-                    path: Default::default(),
                     needed,
                     actual,
                 });
