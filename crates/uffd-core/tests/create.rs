@@ -144,10 +144,12 @@ fn probe_reports_the_kernels_features() {
             recent - probe.supported
         );
     } else {
-        eprintln!(
-            "SKIP probe_reports_the_kernels_features (recent part): kernel {release} predates 6.8; \
-             it lacks {:?}",
-            recent - probe.supported
+        common::skip(
+            "probe_reports_the_kernels_features (6.8+ part)",
+            &format!(
+                "kernel {release} predates 6.8; it lacks {:?}",
+                recent - probe.supported
+            ),
         );
     }
 }

@@ -455,6 +455,12 @@ pub fn wait_pending(uffd: &Uffd, n: u64) {
     }
 }
 
+/// Reports a skipped test as `SKIP <test>: <reason>` on the process's stderr, bypassing the
+/// test harness's output capture so that a skip is never silent.
+pub fn skip(test: &str, reason: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "SKIP {test}: {reason}");
+}
+
 /// `HugePages_Free` from /proc/meminfo.
 pub fn free_hugepages() -> u64 {
     let meminfo = std::fs::read_to_string("/proc/meminfo").expect("read /proc/meminfo");
