@@ -220,3 +220,11 @@ fn a_corrupt_header_file_is_a_typed_error() {
         Err(Error::ChecksumMismatch { .. })
     ));
 }
+
+#[test]
+fn sources_and_headers_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<LayeredSource>();
+    shareable::<Header>();
+    shareable::<Segment>();
+}
