@@ -17,9 +17,10 @@ const ZERO_INSTALLABLE: StateSet = StateSet::MISSING
 
 impl PageTracker {
     /// Claims `page` whatever its state, or `None` if another claim holds it.
+    #[inline]
     pub fn try_claim(&self, page: u64) -> Result<Option<Claim<'_>>> {
         self.geometry().check_page(page)?;
-        Ok(self.claim_up(page, page + 1).then(|| Claim {
+        Ok(self.claim_one(page).then(|| Claim {
             tracker: self,
             pages: PageRange::single(page).unwrap_or_default(),
         }))
@@ -49,11 +50,11 @@ impl PageTracker {
         let window_end = window_start.saturating_add(window).min(self.page_count());
         let in_set = |p: u64| self.state(p).is_ok_and(|s| set.contains(s));
 
-        if !in_set(page) || !self.claim_up(page, page + 1) {
+        if !in_set(page) || !self.claim_one(page) {
             return Ok(None);
         }
         if !in_set(page) {
-            self.release_bits(page, page + 1);
+            self.release_one(page);
             return Ok(None);
         }
         // Upward: candidates from the states, claim the free prefix, re-read, trim.
@@ -114,9 +115,23 @@ impl PageTracker {
         }
     }
 
-    /// Claims `from..to` whole, or nothing. Used for a single page.
-    fn claim_up(&self, from: u64, to: u64) -> bool {
-        self.claim_prefix(from, to) == to
+    /// Claims the single, bounds-checked `page`: one atomic OR.
+    #[inline]
+    fn claim_one(&self, page: u64) -> bool {
+        let (index, bit) = claim_slot(page);
+        self.claims
+            .get(index)
+            .is_some_and(|w| w.fetch_or(1 << bit, Ordering::AcqRel) & 1 << bit == 0)
+    }
+
+    /// Releases the single `page`: one atomic AND.
+    #[inline]
+    fn release_one(&self, page: u64) {
+        let (index, bit) = claim_slot(page);
+        if let Some(word) = self.claims.get(index) {
+            // Release: the next claimer sees the states this owner installed.
+            word.fetch_and(!(1 << bit), Ordering::Release);
+        }
     }
 
     /// Claims the longest unclaimed prefix of `from..to`; returns its end.
@@ -207,24 +222,35 @@ impl Claim<'_> {
     /// `Clean` (`Dirty` for a write). Any other state is left alone: an install never
     /// downgrades, nor resurrects a `Removed` page. Returns how many pages were installed;
     /// for a one-page claim, 1 means it happened.
+    #[inline]
     pub fn install_source(&self, access: Access) -> u64 {
         let to = match access {
             Access::Read => PageState::Clean,
             Access::Write => PageState::Dirty,
         };
-        self.tracker.transition(self.pages, StateSet::MISSING, to)
+        self.install(StateSet::MISSING, to)
     }
 
     /// Records an install of zeros: each claimed page `Missing` (a hole in the snapshot),
     /// `Removed` or `Zero` becomes `Zero` (`Dirty` for a write). `Clean` and `Dirty` pages
     /// are left alone. Returns how many pages were installed (a `Zero` page read again
     /// counts: its zero page may have been zapped and reinstalled).
+    #[inline]
     pub fn install_zero(&self, access: Access) -> u64 {
         let to = match access {
             Access::Read => PageState::Zero,
             Access::Write => PageState::Dirty,
         };
-        self.tracker.transition(self.pages, ZERO_INSTALLABLE, to)
+        self.install(ZERO_INSTALLABLE, to)
+    }
+
+    #[inline]
+    fn install(&self, from: StateSet, to: PageState) -> u64 {
+        if self.pages.len() == 1 {
+            self.tracker.transition_one(self.pages.start(), from, to)
+        } else {
+            self.tracker.transition(self.pages, from, to)
+        }
     }
 
     /// Releases the claim (the same as dropping it).
@@ -232,8 +258,13 @@ impl Claim<'_> {
 }
 
 impl Drop for Claim<'_> {
+    #[inline]
     fn drop(&mut self) {
-        self.tracker
-            .release_bits(self.pages.start(), self.pages.end());
+        if self.pages.len() == 1 {
+            self.tracker.release_one(self.pages.start());
+        } else {
+            self.tracker
+                .release_bits(self.pages.start(), self.pages.end());
+        }
     }
 }

@@ -20,7 +20,7 @@ use std::sync::{Mutex, PoisonError};
 use crate::error::{Error, Result};
 use crate::geometry::PageRange;
 use crate::state::{PageState, StateCounts};
-use crate::words::{STATE_LANES, lane_count, lane_mask, lanes_equal, state_slot};
+use crate::words::{LaneHistogram, lane_mask, state_slot};
 
 /// Pages per count chunk: 256 state words, a few hundred nanoseconds to recount.
 pub(crate) const CHUNK_PAGES: u64 = 4096;
@@ -128,26 +128,25 @@ impl CountCache {
 
 /// Counts the states in `range` by reading every word (`SeqCst`, see the module docs).
 pub(crate) fn scan(states: &[AtomicU64], range: PageRange) -> StateCounts {
-    let mut counts = StateCounts::default();
-    let mut page = range.start();
-    while page < range.end() {
-        let (index, lane) = state_slot(page);
-        let word_end = (page - u64::from(lane) + STATE_LANES).min(range.end());
-        let mask = lane_mask(lane, lane + (word_end - page) as u32);
-        let word = states.get(index).map_or(0, |w| w.load(Ordering::SeqCst));
-        let mut counted = 0;
-        for state in [
-            PageState::Clean,
-            PageState::Zero,
-            PageState::Removed,
-            PageState::Dirty,
-        ] {
-            let n = lane_count(lanes_equal(word, state) & mask);
-            counts.add(state, n);
-            counted += n;
+    let mut histogram = LaneHistogram::default();
+    if !range.is_empty() {
+        let (first, lo) = state_slot(range.start());
+        let (last, hi) = state_slot(range.end() - 1);
+        let load = |index: usize| states.get(index).map_or(0, |w| w.load(Ordering::SeqCst));
+        if first == last {
+            histogram.add(load(first), lane_mask(lo, hi + 1));
+        } else {
+            histogram.add(load(first), lane_mask(lo, 16));
+            if let Some(middle) = states.get(first + 1..last) {
+                histogram.add_words(middle, Ordering::SeqCst);
+            }
+            histogram.add(load(last), lane_mask(0, hi + 1));
         }
-        counts.add(PageState::Missing, lane_count(mask) - counted);
-        page = word_end;
+    }
+    let totals = histogram.finish();
+    let mut counts = StateCounts::default();
+    for state in PageState::ALL {
+        counts.add(state, totals[state as usize]);
     }
     counts
 }

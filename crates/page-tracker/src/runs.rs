@@ -7,26 +7,61 @@ use crate::error::Result;
 use crate::geometry::PageRange;
 use crate::state::StateSet;
 use crate::tracker::PageTracker;
-use crate::words::{STATE_LANES, first_lane, lane_mask, lanes_in, state_slot};
+use crate::words::{STATE_LANES, first_lane, lane_mask, lanes_in, splat, state_slot};
 
 impl PageTracker {
     /// The first page in `from..to` whose membership in `set` equals `member`, or `to`.
-    /// Sixteen pages per step. The caller has checked `to <= page_count`.
+    /// The caller has checked `to <= page_count`.
     pub(crate) fn find(&self, from: u64, to: u64, set: StateSet, member: bool) -> u64 {
-        let mut page = from;
-        while page < to {
-            let (index, lane) = state_slot(page);
-            let word_end = (page - u64::from(lane) + STATE_LANES).min(to);
-            let span = lane_mask(lane, lane + (word_end - page) as u32);
-            let Some(word) = self.states.get(index) else {
-                return to;
-            };
-            let lanes = lanes_in(word.load(Ordering::Acquire), set);
-            let hits = if member { lanes } else { !lanes } & span;
-            if hits != 0 {
-                return page - u64::from(lane) + u64::from(first_lane(hits));
+        // Monomorphised per matcher so the export scans run a tight loop. A matcher may set
+        // any bit of a matching lane: only the lane index of the lowest one is used.
+        const DIRTY_BIT: u64 = splat(0b100);
+        const EMPTY_BIT: u64 = splat(0b010);
+        match (set, member) {
+            (StateSet::DIRTY, true) => self.find_by(from, to, |w| w & DIRTY_BIT),
+            (StateSet::DIRTY, false) => self.find_by(from, to, |w| !w & DIRTY_BIT),
+            (StateSet::EMPTY, true) => self.find_by(from, to, |w| w & EMPTY_BIT),
+            (StateSet::EMPTY, false) => self.find_by(from, to, |w| !w & EMPTY_BIT),
+            (_, true) => self.find_by(from, to, |w| lanes_in(w, set)),
+            (_, false) => self.find_by(from, to, |w| !lanes_in(w, set)),
+        }
+    }
+
+    /// The first page in `from..to` whose lane has a bit set in `hits(word)`, or `to`.
+    #[inline(always)]
+    fn find_by(&self, from: u64, to: u64, hits: impl Fn(u64) -> u64) -> u64 {
+        if from >= to {
+            return to;
+        }
+        let (first, lo) = state_slot(from);
+        let (last, hi) = state_slot(to - 1);
+        let page_of =
+            |index: usize, found: u64| index as u64 * STATE_LANES + u64::from(first_lane(found));
+        let hits_at = |index: usize| {
+            self.states
+                .get(index)
+                .map_or(0, |w| hits(w.load(Ordering::Acquire)))
+        };
+        let tail = lane_mask(0, hi + 1);
+        let head = lane_mask(lo, 16) & if first == last { tail } else { u64::MAX };
+        let found = hits_at(first) & head;
+        if found != 0 {
+            return page_of(first, found);
+        }
+        if first == last {
+            return to;
+        }
+        if let Some(middle) = self.states.get(first + 1..last) {
+            for (i, word) in middle.iter().enumerate() {
+                let found = hits(word.load(Ordering::Acquire));
+                if found != 0 {
+                    return page_of(first + 1 + i, found);
+                }
             }
-            page = word_end;
+        }
+        let found = hits_at(last) & tail;
+        if found != 0 {
+            return page_of(last, found);
         }
         to
     }
@@ -34,22 +69,27 @@ impl PageTracker {
     /// One past the last page in `from..to` whose membership in `set` equals `member`, or
     /// `from` when there is none. The caller has checked `to <= page_count`.
     pub(crate) fn rfind(&self, from: u64, to: u64, set: StateSet, member: bool) -> u64 {
-        let mut page = to;
-        while page > from {
-            let (index, lane) = state_slot(page - 1);
-            let word_start = (page - 1 - u64::from(lane)).max(from);
-            let lo = (word_start % STATE_LANES) as u32;
-            let span = lane_mask(lo, lane + 1);
-            let Some(word) = self.states.get(index) else {
-                return from;
-            };
+        if from >= to {
+            return from;
+        }
+        let (first, lo) = state_slot(from);
+        let (last, hi) = state_slot(to - 1);
+        let Some(words) = self.states.get(first..=last) else {
+            return from;
+        };
+        for (i, word) in words.iter().enumerate().rev() {
             let lanes = lanes_in(word.load(Ordering::Acquire), set);
-            let hits = if member { lanes } else { !lanes } & span;
-            if hits != 0 {
-                let last_lane = (63 - hits.leading_zeros()) / 4;
-                return page - 1 - u64::from(lane) + u64::from(last_lane) + 1;
+            let mut found = if member { lanes } else { !lanes };
+            if i == 0 {
+                found &= lane_mask(lo, 16);
             }
-            page = word_start;
+            if i == words.len() - 1 {
+                found &= lane_mask(0, hi + 1);
+            }
+            if found != 0 {
+                let last_lane = (63 - found.leading_zeros()) / 4;
+                return (first + i) as u64 * STATE_LANES + u64::from(last_lane) + 1;
+            }
         }
         from
     }

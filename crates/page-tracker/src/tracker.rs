@@ -113,7 +113,15 @@ impl PageTracker {
         } else {
             self.update_word(first, lane_mask(lo, 16), removed);
             if let Some(middle) = self.states.get(first + 1..last) {
-                for word in middle {
+                // Unrolled by hand: LLVM does not unroll atomic stores, and one store per
+                // loop iteration caps this at one word per cycle.
+                let mut quads = middle.chunks_exact(8);
+                for quad in &mut quads {
+                    for word in quad {
+                        word.store(removed, Ordering::Release);
+                    }
+                }
+                for word in quads.remainder() {
                     word.store(removed, Ordering::Release);
                 }
             }
@@ -174,8 +182,35 @@ impl PageTracker {
         matched
     }
 
+    /// [`transition`](PageTracker::transition) of the single, bounds-checked `page`: returns
+    /// 1 if its state was in `from` (and is now `to`), else 0.
+    #[inline]
+    pub(crate) fn transition_one(&self, page: u64, from: StateSet, to: PageState) -> u64 {
+        let Some((word, lane)) = self.state_word(page) else {
+            return 0;
+        };
+        let mut old = word.load(Ordering::Acquire);
+        loop {
+            if !from.contains(lane_state(old, lane)) {
+                return 0;
+            }
+            let new = replace_lanes(old, lane_mask(lane, lane + 1), to);
+            if new == old {
+                return 1;
+            }
+            match word.compare_exchange_weak(old, new, Ordering::SeqCst, Ordering::Acquire) {
+                Ok(_) => {
+                    self.counts.mark(page);
+                    return 1;
+                }
+                Err(current) => old = current,
+            }
+        }
+    }
+
     /// A write-protect fault: `Clean` or `Zero` becomes `Dirty`. Never from `Missing` or
     /// `Removed`: those are reported, not changed.
+    #[inline]
     pub fn mark_written(&self, page: u64) -> Result<WriteMark> {
         self.geometry.check_page(page)?;
         let Some((word, lane)) = self.state_word(page) else {

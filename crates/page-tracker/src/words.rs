@@ -4,6 +4,8 @@
 //! holds a 3-bit [`PageState`] code and its top bit is always 0, so per-lane arithmetic never
 //! carries into the next lane. The claim table is a plain bitmap, 64 pages per word.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::state::{PageState, StateSet};
 
 /// Pages per state word.
@@ -59,15 +61,95 @@ pub(crate) const fn lanes_equal(word: u64, state: PageState) -> u64 {
 }
 
 /// All-ones lanes where `word` holds a state of `set`.
+#[inline]
 pub(crate) fn lanes_in(word: u64, set: StateSet) -> u64 {
-    // The two exports hit one code bit each (see `PageState`): fast paths for them.
-    if set == StateSet::DIRTY {
-        return widen_top((word & splat(0b100)) << 1);
+    match set {
+        // The exports hit one code bit each (see `PageState`).
+        StateSet::DIRTY => widen_top((word & splat(0b100)) << 1),
+        StateSet::EMPTY => widen_top((word & splat(0b010)) << 2),
+        _ => set.iter().fold(0, |acc, s| acc | lanes_equal(word, s)),
     }
-    if set == StateSet::EMPTY {
-        return widen_top((word & splat(0b010)) << 2);
+}
+
+/// Per-state lane counters over many words, without a popcount instruction (baseline
+/// x86-64 has none, and a software popcount per state per word was the whole cost).
+///
+/// Each word adds a 0/1 indicator per lane (bit 0 of each lane) into one accumulator per
+/// state; a lane's 4 bits hold 15 words' worth before it must be flushed into the totals.
+#[derive(Default)]
+pub(crate) struct LaneHistogram {
+    pending: [u64; 4],
+    pending_words: u32,
+    /// Lanes counted in `Clean`, `Zero`, `Removed`, `Dirty`; `Missing` is the rest.
+    totals: [u64; 4],
+    lanes: u64,
+}
+
+impl LaneHistogram {
+    /// Counts the lanes of `word` selected by the lane mask `mask`.
+    #[inline]
+    pub(crate) fn add(&mut self, word: u64, mask: u64) {
+        add_indicators(&mut self.pending, word, mask & LOW);
+        self.lanes += lane_count(mask);
+        self.pending_words += 1;
+        if self.pending_words == 15 {
+            self.flush();
+        }
     }
-    set.iter().fold(0, |acc, s| acc | lanes_equal(word, s))
+
+    /// Counts every lane of `words`, each read with `order`: a tight loop, flushing every
+    /// 15 words.
+    pub(crate) fn add_words(&mut self, words: &[AtomicU64], order: Ordering) {
+        self.flush();
+        for block in words.chunks(15) {
+            let mut pending = [0u64; 4];
+            for word in block {
+                add_indicators(&mut pending, word.load(order), LOW);
+            }
+            for (total, lanes) in self.totals.iter_mut().zip(pending) {
+                *total += sum_lanes(lanes);
+            }
+        }
+        self.lanes += words.len() as u64 * STATE_LANES;
+    }
+
+    fn flush(&mut self) {
+        for (total, pending) in self.totals.iter_mut().zip(&mut self.pending) {
+            *total += sum_lanes(*pending);
+            *pending = 0;
+        }
+        self.pending_words = 0;
+    }
+
+    /// The counts of `Missing`, `Clean`, `Zero`, `Removed`, `Dirty`, in that order.
+    pub(crate) fn finish(mut self) -> [u64; 5] {
+        self.flush();
+        let [clean, zero, removed, dirty] = self.totals;
+        let missing = self.lanes - clean - zero - removed - dirty;
+        [missing, clean, zero, removed, dirty]
+    }
+}
+
+/// Adds the 0/1 indicator of each state but `Missing` for the lanes `live` (bit 0 of each
+/// selected lane) of `word`. Codes 5..=7 (never stored) count as `Dirty`, as
+/// [`PageState::from_code`] reads them.
+#[inline(always)]
+fn add_indicators(pending: &mut [u64; 4], word: u64, live: u64) {
+    let b0 = word & live;
+    let b1 = (word >> 1) & live;
+    let b2 = (word >> 2) & live;
+    let not_dirty = live & !b2;
+    pending[0] += b0 & !b1 & not_dirty;
+    pending[1] += !b0 & b1 & not_dirty;
+    pending[2] += b0 & b1 & not_dirty;
+    pending[3] += b2;
+}
+
+/// Sum of the 16 lanes of `x` (each at most 15).
+const fn sum_lanes(x: u64) -> u64 {
+    let bytes = (x & 0x0F0F_0F0F_0F0F_0F0F) + ((x >> 4) & 0x0F0F_0F0F_0F0F_0F0F);
+    // Each byte is at most 30, so the sum (at most 240) fits the top byte.
+    bytes.wrapping_mul(0x0101_0101_0101_0101) >> 56
 }
 
 /// `word` with the lanes of `mask` set to `state`.
@@ -75,9 +157,10 @@ pub(crate) const fn replace_lanes(word: u64, mask: u64, state: PageState) -> u64
     (word & !mask) | (splat(state.code()) & mask)
 }
 
-/// Number of whole lanes in a lane mask.
+/// Number of whole lanes in a lane mask (no popcount: baseline x86-64 lacks it).
+#[inline]
 pub(crate) const fn lane_count(mask: u64) -> u64 {
-    (mask & LOW).count_ones() as u64
+    sum_lanes(mask & LOW)
 }
 
 /// Index of the lowest lane set in a non-zero lane mask.
@@ -127,6 +210,24 @@ mod tests {
                     naive_lanes(word, set),
                     "{word:#x} {set:?}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn lane_histogram_matches_a_lane_by_lane_count() {
+        for word in sample_words() {
+            for (lo, hi) in [(0, 16), (0, 1), (5, 9), (15, 16)] {
+                let mut want = [0u64; 5];
+                let mut histogram = LaneHistogram::default();
+                // 40 words: crosses the 15-word flush twice.
+                for _ in 0..40 {
+                    for lane in lo..hi {
+                        want[lane_state(word, lane) as usize] += 1;
+                    }
+                    histogram.add(word, lane_mask(lo, hi));
+                }
+                assert_eq!(histogram.finish(), want, "{word:#x}");
             }
         }
     }
