@@ -212,7 +212,7 @@ pub struct Claim<'a> {
     pages: PageRange,
 }
 
-impl Claim<'_> {
+impl<'a> Claim<'a> {
     /// The claimed pages.
     pub fn pages(&self) -> PageRange {
         self.pages
@@ -251,6 +251,21 @@ impl Claim<'_> {
         } else {
             self.tracker.transition(self.pages, from, to)
         }
+    }
+
+    /// Splits the claim at `page`: this claim keeps `start..page` and the returned one holds
+    /// `page..end` (either may be empty). For a partial copy: record the installed prefix,
+    /// then retry or release the rest.
+    pub fn split_off(&mut self, page: u64) -> Result<Claim<'a>> {
+        let (start, end) = (self.pages.start(), self.pages.end());
+        if page < start || page > end {
+            return Err(Error::NotInClaim { page, start, end });
+        }
+        self.pages = PageRange::new(start, page)?;
+        Ok(Claim {
+            tracker: self.tracker,
+            pages: PageRange::new(page, end)?,
+        })
     }
 
     /// Releases the claim (the same as dropping it).

@@ -63,6 +63,17 @@ pub enum Error {
     #[error("arithmetic overflow computing {0}")]
     Overflow(&'static str),
 
+    /// A claim split at a page outside the claim.
+    #[error("cannot split the claim {start}..{end} at page {page}")]
+    NotInClaim {
+        /// The requested split point.
+        page: u64,
+        /// First page of the claim.
+        start: u64,
+        /// One past the last page of the claim.
+        end: u64,
+    },
+
     /// A fault-around window that is not a power of two number of pages.
     #[error("window of {0} pages is not a power of two")]
     InvalidWindow(u64),

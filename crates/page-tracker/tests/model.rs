@@ -143,6 +143,7 @@ enum Op {
     Claim { at: u64 },
     ClaimRun { at: u64, window_log2: u32, set: u8 },
     Release { slot: usize },
+    Split { slot: usize, at: u64 },
     InstallSource { slot: usize, write: bool },
     InstallZero { slot: usize, write: bool },
     MarkWritten { at: u64 },
@@ -159,6 +160,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (at, 0..10u32, 0..32u8)
             .prop_map(|(at, window_log2, set)| Op::ClaimRun { at, window_log2, set }),
         3 => any::<usize>().prop_map(|slot| Op::Release { slot }),
+        2 => (any::<usize>(), any::<u64>()).prop_map(|(slot, at)| Op::Split { slot, at }),
         4 => (any::<usize>(), any::<bool>()).prop_map(|(slot, write)| Op::InstallSource { slot, write }),
         3 => (any::<usize>(), any::<bool>()).prop_map(|(slot, write)| Op::InstallZero { slot, write }),
         3 => at.prop_map(|at| Op::MarkWritten { at }),
@@ -238,6 +240,26 @@ impl<'a> Harness<'a> {
                     let claim = self.claims.swap_remove(slot % self.claims.len());
                     self.model.release(claim.pages());
                     claim.release();
+                }
+            }
+            Op::Split { slot, at } => {
+                if !self.claims.is_empty() {
+                    let index = slot % self.claims.len();
+                    let claim = &mut self.claims[index];
+                    let (start, end) = (claim.pages().start(), claim.pages().end());
+                    // Mostly inside the claim, sometimes one past either end.
+                    let page = (start + at % (end - start + 3)).wrapping_sub(1);
+                    if page < start || page > end {
+                        let refused =
+                            matches!(claim.split_off(page), Err(Error::NotInClaim { .. }));
+                        prop_assert!(refused);
+                        prop_assert_eq!(claim.pages(), PageRange::new(start, end).unwrap());
+                    } else {
+                        let rest = claim.split_off(page).unwrap();
+                        prop_assert_eq!(claim.pages(), PageRange::new(start, page).unwrap());
+                        prop_assert_eq!(rest.pages(), PageRange::new(page, end).unwrap());
+                        self.claims.push(rest);
+                    }
                 }
             }
             Op::InstallSource { slot, write } => {
@@ -330,8 +352,13 @@ impl<'a> Harness<'a> {
     }
 }
 
-fn run(n: u64, ops: &[(Op, (u64, u64, u8))]) -> Result<(), TestCaseError> {
-    let geometry = Geometry::with_pages(0x4000_0000, n, PageSize::SIZE_4K).unwrap();
+fn run(n: u64, huge: bool, ops: &[(Op, (u64, u64, u8))]) -> Result<(), TestCaseError> {
+    let page_size = if huge {
+        PageSize::SIZE_2M
+    } else {
+        PageSize::SIZE_4K
+    };
+    let geometry = Geometry::with_pages(0x40_0000_0000, n, page_size).unwrap();
     let tracker = PageTracker::new(geometry).unwrap();
     let mut h = Harness {
         tracker: &tracker,
@@ -356,9 +383,10 @@ proptest! {
     #[test]
     fn small_tracker_follows_the_model(
         n in 0..300u64,
+        huge in any::<bool>(),
         ops in prop::collection::vec((op(), (any::<u64>(), 0..400u64, 0..32u8)), 1..60),
     ) {
-        run(n, &ops)?;
+        run(n, huge, &ops)?;
     }
 }
 
@@ -369,8 +397,9 @@ proptest! {
     #[test]
     fn multi_chunk_tracker_follows_the_model(
         n in 4000..9000u64,
+        huge in any::<bool>(),
         ops in prop::collection::vec((op(), (any::<u64>(), 0..9000u64, 0..32u8)), 1..40),
     ) {
-        run(n, &ops)?;
+        run(n, huge, &ops)?;
     }
 }
