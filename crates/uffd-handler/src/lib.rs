@@ -1,1 +1,5 @@
-//! The userfaultfd page-fault handler engine (skeleton; filled by the engine issue).
+#![doc = include_str!("../README.md")]
+
+mod layout;
+
+pub use layout::{GuestLayout, GuestRegion, LayoutError};
