@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{PAGE, Region, next_fault, pattern};
+use common::{PAGE, Region, assert_complete, next_fault, pattern};
 use uffd_core::{CopyMode, Features, Ioctls, RegisterMode, Status};
 
 #[test]
@@ -23,7 +23,7 @@ fn full_copy_of_several_pages_is_read_back() {
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
     assert_eq!(outcome.requested, 4 * PAGE as u64);
     assert_eq!(outcome.done, 4 * PAGE as u64);
-    assert!(outcome.is_complete());
+    assert_complete(outcome);
     assert!(!outcome.is_partial());
     assert_eq!(outcome.remaining(), 0);
     assert_eq!(region.map.read_bytes(2 * PAGE, 4 * PAGE), bytes);
@@ -92,12 +92,7 @@ fn write_fault_is_flagged_and_the_write_lands_after_copy() {
 fn partial_copy_reports_again_with_the_prefix_then_exists() {
     let region = Region::new(4, Features::empty(), RegisterMode::MISSING);
     let old = pattern(0x10, PAGE);
-    assert!(
-        region
-            .uffd
-            .copy(region.page(2), &old, CopyMode::empty())
-            .is_complete()
-    );
+    assert_complete(region.uffd.copy(region.page(2), &old, CopyMode::empty()));
 
     // Pages 0 and 1 go in, page 2 is in the way: the kernel reports the prefix as EAGAIN.
     let new = pattern(0x20, 4 * PAGE);
@@ -139,12 +134,7 @@ fn partial_copy_reports_again_with_the_prefix_then_exists() {
 fn copy_onto_a_present_page_is_exists() {
     let region = Region::new(1, Features::empty(), RegisterMode::MISSING);
     let first = pattern(0x33, PAGE);
-    assert!(
-        region
-            .uffd
-            .copy(region.page(0), &first, CopyMode::empty())
-            .is_complete()
-    );
+    assert_complete(region.uffd.copy(region.page(0), &first, CopyMode::empty()));
     let outcome = region
         .uffd
         .copy(region.page(0), &pattern(0x44, PAGE), CopyMode::empty());
@@ -169,11 +159,6 @@ fn length_mismatch_is_invalid_without_a_kernel_call() {
     }
     // Nothing was installed: a correct copy still goes in.
     let bytes = pattern(0x66, PAGE);
-    assert!(
-        region
-            .uffd
-            .copy(region.page(0), &bytes, CopyMode::empty())
-            .is_complete()
-    );
+    assert_complete(region.uffd.copy(region.page(0), &bytes, CopyMode::empty()));
     assert_eq!(region.map.read_bytes(0, PAGE), bytes);
 }

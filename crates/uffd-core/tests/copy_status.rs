@@ -4,23 +4,34 @@
 mod common;
 
 use std::os::fd::AsFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use common::{
-    ChildProc, Mapping, PAGE, Region, child_role, next_event, parent_socket, pattern, readable,
-    recv_byte, send_byte, send_fd, spawn,
+    ChildProc, Mapping, PAGE, Region, assert_complete, child_role, next_event, parent_socket,
+    pattern, readable, recv_byte, send_byte, send_fd, spawn,
 };
 use uffd_core::{CopyMode, Event, Features, RegisterMode, Status, Uffd, UffdBuilder};
 
+/// The munmap test copies into addresses it gave back to the kernel: a mapping another test of
+/// this process made meanwhile could sit there (and a COPY through any uffd of the process may
+/// fill any registered range of it). The tests of this file that map memory take turns.
+static MAPPING_TESTS: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    MAPPING_TESTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn copy_is_again_while_a_remove_is_pending() {
+    let _turn = one_at_a_time();
     let region = Region::new(4, Features::EVENT_REMOVE, RegisterMode::MISSING);
     let bytes = pattern(0x5e, 3 * PAGE);
-    assert!(
+    assert_complete(
         region
             .uffd
-            .copy(region.pages(0, 3), &bytes, CopyMode::empty())
-            .is_complete()
+            .copy(region.pages(0, 3), &bytes, CopyMode::empty()),
     );
 
     // The balloon frees pages 1-2: madvise blocks until the REMOVE is read.
@@ -119,6 +130,14 @@ fn copy_is_gone_once_the_owner_exited() {
     let (status, output) = child.finish();
     assert!(status.success(), "child failed: {status}\n{output}");
 
+    // known-failures #28: the creator's death is not signalled on the uffd (no POLLHUP, not
+    // readable); only operations tell.
+    let revents = common::poll_in(&uffd, common::BLOCKED);
+    assert!(
+        revents.is_empty(),
+        "poll after the owner exited: {revents:?}"
+    );
+
     // Its mm is gone: ESRCH, no progress.
     let outcome = uffd.copy(page(1), &bytes, CopyMode::empty());
     assert_eq!(outcome.status, Status::Gone, "{outcome:?}");
@@ -129,6 +148,7 @@ fn copy_is_gone_once_the_owner_exited() {
 
 #[test]
 fn copy_after_munmap_is_no_mapping() {
+    let _turn = one_at_a_time();
     let uffd = common::uffd(Features::empty());
     let map = Mapping::anon(4);
     uffd.register(map.range(), RegisterMode::MISSING)
@@ -150,6 +170,7 @@ fn copy_after_munmap_is_no_mapping() {
 
 #[test]
 fn copy_after_unregister_is_no_mapping() {
+    let _turn = one_at_a_time();
     let uffd = common::uffd(Features::empty());
     let map = Mapping::anon(2);
     uffd.register(map.range(), RegisterMode::MISSING)

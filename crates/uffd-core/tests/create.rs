@@ -5,12 +5,12 @@ mod common;
 
 use std::os::fd::{AsFd, AsRawFd};
 
-use common::{Mapping, PAGE, fdinfo, pattern};
+use common::{ChildProc, Mapping, PAGE, child_role, fdinfo, pattern};
 use rustix::fs::OFlags;
 use rustix::io::FdFlags;
 use uffd_core::{
-    CopyMode, CreatePolicy, Error, EventBuffer, Features, Ioctls, Origin, RegisterMode, Status,
-    Uffd, UffdBuilder,
+    CopyMode, CreatePolicy, Errno, Error, EventBuffer, Features, Ioctls, Origin, RegisterMode,
+    Status, Uffd, UffdBuilder,
 };
 
 /// Registers a fresh page with `uffd`, serves it with COPY and reads the bytes back.
@@ -268,4 +268,74 @@ fn into_fd_gives_the_fd_back_open() {
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
     assert_eq!(map.read_bytes(0, PAGE), bytes);
     uffd.unregister(map.range()).expect("unregister");
+}
+
+const UNPRIVILEGED_TEST: &str = "without_privilege_the_policy_decides";
+
+/// Child role: drops root for this thread (the kernel checks the calling thread's
+/// credentials), then tries every policy.
+fn unprivileged_child() {
+    // Capabilities go with root: no CAP_SYS_PTRACE, and /dev/userfaultfd is 0600 root.
+    rustix::thread::set_thread_gid(rustix::process::Gid::from_raw(65534)).expect("setgid");
+    rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(65534)).expect("setuid");
+    let unprivileged_allowed = std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd")
+        .map(|v| v.trim() == "1")
+        .unwrap_or(false);
+
+    match UffdBuilder::new().policy(CreatePolicy::DeviceOnly).create() {
+        Err(Error::Device(errno)) => assert_eq!(errno, Errno::ACCESS),
+        other => panic!("DeviceOnly without permission: {other:?}"),
+    }
+    if unprivileged_allowed {
+        common::skip(
+            UNPRIVILEGED_TEST,
+            "vm.unprivileged_userfaultfd is 1: the refused-syscall cases cannot be shown",
+        );
+    } else {
+        match UffdBuilder::new()
+            .policy(CreatePolicy::SyscallOnly)
+            .create()
+        {
+            Err(err @ Error::Syscall(Errno::PERM)) => {
+                assert!(err.to_string().contains("user-mode-only"), "{err}");
+            }
+            other => panic!("SyscallOnly without privilege: {other:?}"),
+        }
+        match UffdBuilder::new().create() {
+            Err(
+                err @ Error::NoPath {
+                    device: Errno::ACCESS,
+                    syscall: Errno::PERM,
+                },
+            ) => {
+                let text = err.to_string();
+                assert!(text.contains("/dev/userfaultfd"), "{text}");
+                assert!(text.contains("userfaultfd(2)"), "{text}");
+            }
+            other => panic!("DeviceThenSyscall without privilege: {other:?}"),
+        }
+    }
+    // User-mode-only is allowed unprivileged: the fallback takes the syscall.
+    let uffd = UffdBuilder::new()
+        .user_mode_only(true)
+        .create()
+        .expect("user-mode-only fallback");
+    assert_eq!(uffd.origin(), Origin::Syscall);
+    assert_works(&uffd);
+    println!("unprivileged child: all checked");
+}
+
+#[test]
+fn without_privilege_the_policy_decides() {
+    if child_role().as_deref() == Some("unprivileged") {
+        unprivileged_child();
+        return;
+    }
+    let child = ChildProc::spawn(UNPRIVILEGED_TEST, "unprivileged");
+    let (status, output) = child.finish();
+    assert!(status.success(), "child failed: {status}\n{output}");
+    assert!(
+        output.contains("unprivileged child: all checked"),
+        "{output}"
+    );
 }

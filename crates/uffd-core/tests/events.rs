@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use common::{
-    Mapping, PAGE, Region, next_event, next_fault, pattern, read_batch, readable, spawn,
-    wait_pending,
+    Mapping, PAGE, Region, assert_complete, next_event, next_fault, pattern, read_batch, readable,
+    spawn, wait_pending,
 };
 use uffd_core::{CopyMode, Event, EventBuffer, Features, RegisterMode, ZeropageMode};
 
@@ -16,11 +16,10 @@ use uffd_core::{CopyMode, Event, EventBuffer, Features, RegisterMode, ZeropageMo
 fn remove_event_has_the_exact_range_and_the_range_stays_registered() {
     let region = Region::new(4, Features::EVENT_REMOVE, RegisterMode::MISSING);
     let bytes = pattern(0x1f, 4 * PAGE);
-    assert!(
+    assert_complete(
         region
             .uffd
-            .copy(region.pages(0, 4), &bytes, CopyMode::empty())
-            .is_complete()
+            .copy(region.pages(0, 4), &bytes, CopyMode::empty()),
     );
     let map = Arc::clone(&region.map);
     let madvise = spawn("madvise", move || map.dontneed(1, 2));
@@ -38,12 +37,7 @@ fn remove_event_has_the_exact_range_and_the_range_stays_registered() {
     // Zapped but still registered: the next touch is a MISSING fault again.
     let reader = region.spawn_read(2 * PAGE + 1);
     assert_eq!(next_fault(&region.uffd).address, region.map.page_addr(2));
-    assert!(
-        region
-            .uffd
-            .zeropage(region.page(2), ZeropageMode::empty())
-            .is_complete()
-    );
+    assert_complete(region.uffd.zeropage(region.page(2), ZeropageMode::empty()));
     assert_eq!(reader.wait(), 0);
     // The pages outside the advice kept their bytes.
     assert_eq!(region.map.read_bytes(0, PAGE), bytes[..PAGE]);
@@ -103,10 +97,7 @@ fn remap_event_has_from_to_and_len_and_the_registration_moves() {
     };
     assert_eq!(next_fault(&uffd).address, to + PAGE as u64);
     let bytes = pattern(0x2f, PAGE);
-    assert!(
-        uffd.copy(map.page(1), &bytes, CopyMode::empty())
-            .is_complete()
-    );
+    assert_complete(uffd.copy(map.page(1), &bytes, CopyMode::empty()));
     assert_eq!(reader.wait(), bytes[2]);
     uffd.unregister(map.range()).expect("unregister");
 }
@@ -137,11 +128,10 @@ fn one_read_returns_several_faults_bounded_by_the_buffer() {
     assert_eq!(addresses, expected);
 
     let bytes = pattern(0x3f, 4 * PAGE);
-    assert!(
+    assert_complete(
         region
             .uffd
-            .copy(region.pages(0, 4), &bytes, CopyMode::empty())
-            .is_complete()
+            .copy(region.pages(0, 4), &bytes, CopyMode::empty()),
     );
     for (i, reader) in readers.into_iter().enumerate() {
         assert_eq!(reader.wait(), bytes[i * PAGE + i]);
@@ -151,12 +141,7 @@ fn one_read_returns_several_faults_bounded_by_the_buffer() {
 #[test]
 fn a_batch_returns_faults_ahead_of_the_remove_queued_before_them() {
     let region = Region::new(8, Features::EVENT_REMOVE, RegisterMode::MISSING);
-    assert!(
-        region
-            .uffd
-            .zeropage(region.page(7), ZeropageMode::empty())
-            .is_complete()
-    );
+    assert_complete(region.uffd.zeropage(region.page(7), ZeropageMode::empty()));
     let map = Arc::clone(&region.map);
     let madvise = spawn("madvise", move || map.dontneed(7, 1));
     // The REMOVE is queued (nothing else could make the uffd readable)...
@@ -185,11 +170,10 @@ fn a_batch_returns_faults_ahead_of_the_remove_queued_before_them() {
         ref other => panic!("expected the REMOVE last, got {other:?}"),
     }
     madvise.wait().expect("madvise");
-    assert!(
+    assert_complete(
         region
             .uffd
-            .zeropage(region.pages(0, 2), ZeropageMode::empty())
-            .is_complete()
+            .zeropage(region.pages(0, 2), ZeropageMode::empty()),
     );
     for reader in readers {
         assert_eq!(reader.wait(), 0);

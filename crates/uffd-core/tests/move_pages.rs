@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Mapping, PAGE, Region, next_fault, pattern};
+use common::{Mapping, PAGE, Region, assert_complete, next_fault, pattern};
 use uffd_core::{Features, Ioctls, MoveMode, RegisterMode, Status};
 
 const PAGES: usize = 4;
@@ -50,10 +50,9 @@ fn move_resolves_a_fault() {
 #[test]
 fn move_onto_a_present_page_or_from_a_hole_fails() {
     let (src, dst, bytes) = setup();
-    assert!(
+    assert_complete(
         dst.uffd
-            .move_pages(dst.page(0), src.page_addr(0), MoveMode::empty())
-            .is_complete()
+            .move_pages(dst.page(0), src.page_addr(0), MoveMode::empty()),
     );
     // Destination present: EEXIST, nothing moved.
     let outcome = dst

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Mapping, PAGE, Region, assert_no_events, pattern};
+use common::{Mapping, PAGE, Region, assert_complete, assert_no_events, pattern};
 use uffd_core::{
     Error, Features, PageSize, PagemapScanner, Range, RegisterMode, Status, WriteProtectMode,
 };
@@ -111,4 +111,34 @@ fn reprotect_needs_a_wp_async_registration() {
         }
         other => panic!("expected a PAGEMAP_SCAN error, got {other:?}"),
     }
+}
+
+#[test]
+fn scan_resumes_when_the_region_buffer_fills() {
+    // Every other page written: more separate runs than the scanner's 512-region buffer.
+    const MANY: usize = 1300;
+    let map = Mapping::anon(MANY);
+    map.write_bytes(0, &vec![1; MANY * PAGE]);
+    let region = Region::register(
+        map,
+        Features::WP_ASYNC | Features::PAGEFAULT_FLAG_WP,
+        RegisterMode::WP,
+    );
+    assert_complete(
+        region
+            .uffd
+            .writeprotect(region.map.range(), WriteProtectMode::WP),
+    );
+    for page in (0..MANY).step_by(2) {
+        region.map.write(page * PAGE, 2);
+    }
+    let expected: Vec<Range> = (0..MANY).step_by(2).map(|p| region.pages(p, 1)).collect();
+    let mut scanner = PagemapScanner::open(None).expect("open");
+    assert_eq!(scan(&mut scanner, &region, true), expected);
+    assert_eq!(scan(&mut scanner, &region, true), []);
+    // A contiguous run crossing no boundary of ours comes back as one range.
+    for page in 100..700 {
+        region.map.write(page * PAGE, 3);
+    }
+    assert_eq!(scan(&mut scanner, &region, false), [region.pages(100, 600)]);
 }

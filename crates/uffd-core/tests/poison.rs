@@ -5,7 +5,7 @@ mod common;
 
 use std::os::unix::process::ExitStatusExt;
 
-use common::{ChildProc, PAGE, Region, child_role, pattern};
+use common::{ChildProc, PAGE, Region, assert_complete, child_role, pattern};
 use rustix::process::{DumpableBehavior, set_dumpable_behavior};
 use uffd_core::{CopyMode, Features, PoisonMode, RegisterMode, Status, ZeropageMode};
 
@@ -79,12 +79,7 @@ fn poison_completes_and_only_copy_replaces_the_marker() {
 
     // The neighbour is untouched.
     let bytes = pattern(2, PAGE);
-    assert!(
-        region
-            .uffd
-            .copy(region.page(3), &bytes, CopyMode::empty())
-            .is_complete()
-    );
+    assert_complete(region.uffd.copy(region.page(3), &bytes, CopyMode::empty()));
     assert_eq!(region.map.read_bytes(3 * PAGE, PAGE), bytes);
 
     // Poisoning up to a present page stops there: the prefix is reported as EAGAIN.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{PAGE, Region, assert_no_events, next_fault, pattern};
+use common::{PAGE, Region, assert_complete, assert_no_events, next_fault, pattern};
 use uffd_core::{CopyMode, Features, Ioctls, RegisterMode, Status, WriteProtectMode};
 
 #[test]
@@ -55,12 +55,7 @@ fn writeprotect_dontwake_leaves_the_writer_waiting() {
         RegisterMode::MISSING | RegisterMode::WP,
     );
     let bytes = pattern(0x2e, PAGE);
-    assert!(
-        region
-            .uffd
-            .copy(region.page(0), &bytes, CopyMode::WP)
-            .is_complete()
-    );
+    assert_complete(region.uffd.copy(region.page(0), &bytes, CopyMode::WP));
     let writer = region.spawn_write(3, 0x01);
     assert!(next_fault(&region.uffd).is_wp());
     let outcome = region
@@ -68,7 +63,7 @@ fn writeprotect_dontwake_leaves_the_writer_waiting() {
         .writeprotect(region.page(0), WriteProtectMode::DONTWAKE);
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
     writer.assert_blocked();
-    assert!(region.uffd.wake(region.page(0)).is_complete());
+    assert_complete(region.uffd.wake(region.page(0)));
     writer.wait();
     assert_eq!(region.map.read(3), 0x01);
 }
@@ -106,12 +101,7 @@ fn writeprotect_on_an_empty_pte_protects_nothing_without_wp_unpopulated() {
 
     // A plain COPY later installs the page writable: the write goes through, no WP fault.
     let bytes = pattern(0x4d, PAGE);
-    assert!(
-        region
-            .uffd
-            .copy(region.page(0), &bytes, CopyMode::empty())
-            .is_complete()
-    );
+    assert_complete(region.uffd.copy(region.page(0), &bytes, CopyMode::empty()));
     region.spawn_write(8, 0xab).wait();
     assert_eq!(region.map.read(8), 0xab);
     assert_no_events(&region.uffd);
@@ -135,11 +125,10 @@ fn writeprotect_on_an_empty_pte_holds_with_wp_unpopulated() {
     assert_eq!(fault.address, region.map.page_addr(0));
     assert!(fault.is_write() && fault.is_wp(), "{fault:?}");
     writer.assert_blocked();
-    assert!(
+    assert_complete(
         region
             .uffd
-            .writeprotect(region.page(0), WriteProtectMode::empty())
-            .is_complete()
+            .writeprotect(region.page(0), WriteProtectMode::empty()),
     );
     writer.wait();
     let mut expected = vec![0; PAGE];
@@ -150,11 +139,10 @@ fn writeprotect_on_an_empty_pte_holds_with_wp_unpopulated() {
 #[test]
 fn without_wp_unpopulated_a_wp_only_empty_page_fills_writable() {
     let region = Region::new(1, Features::PAGEFAULT_FLAG_WP, RegisterMode::WP);
-    assert!(
+    assert_complete(
         region
             .uffd
-            .writeprotect(region.page(0), WriteProtectMode::WP)
-            .is_complete()
+            .writeprotect(region.page(0), WriteProtectMode::WP),
     );
     region.spawn_write(8, 0xad).wait();
     assert_eq!(region.map.read(8), 0xad);

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{PAGE, Region, next_fault, pattern};
+use common::{PAGE, Region, assert_complete, next_fault, pattern};
 use uffd_core::{CopyMode, Features, RegisterMode, Status, ZeropageMode};
 
 #[test]
@@ -79,15 +79,31 @@ fn wake_without_an_install_makes_the_thread_fault_again() {
     let reader = region.spawn_read(0);
     let first = next_fault(&region.uffd);
     // Woken with the page still missing: it retries the access and faults again.
-    assert!(region.uffd.wake(region.page(0)).is_complete());
+    assert_complete(region.uffd.wake(region.page(0)));
     let again = next_fault(&region.uffd);
     assert_eq!(again.address, first.address);
     reader.assert_blocked();
-    assert!(
-        region
-            .uffd
-            .zeropage(region.page(0), ZeropageMode::empty())
-            .is_complete()
-    );
+    assert_complete(region.uffd.zeropage(region.page(0), ZeropageMode::empty()));
     assert_eq!(reader.wait(), 0);
+}
+
+#[test]
+fn exists_does_not_wake_the_waiter_so_wake_after_exists() {
+    // known-failures #17: EEXIST proves the page is there, not that the faulting thread was
+    // woken. Here a racing install went in without waking (DONTWAKE stands in for a waker
+    // that lost the race); the handler's own COPY then meets EEXIST and wakes nobody.
+    let region = Region::new(1, Features::empty(), RegisterMode::MISSING);
+    let reader = region.spawn_read(5);
+    next_fault(&region.uffd);
+    let bytes = pattern(0x17, PAGE);
+    assert_complete(region.uffd.copy(region.page(0), &bytes, CopyMode::DONTWAKE));
+    let outcome = region.uffd.copy(region.page(0), &bytes, CopyMode::empty());
+    assert_eq!(
+        (outcome.status, outcome.done),
+        (Status::Exists, 0),
+        "{outcome:?}"
+    );
+    reader.assert_blocked();
+    assert_complete(region.uffd.wake(region.page(0)));
+    assert_eq!(reader.wait(), bytes[5]);
 }
