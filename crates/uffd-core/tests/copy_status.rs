@@ -43,7 +43,7 @@ fn copy_is_again_while_a_remove_is_pending() {
     );
     madvise.assert_blocked();
 
-    // Page 3 is missing, but every range ioctl answers EAGAIN with no progress meanwhile.
+    // Page 3 is missing, but the fill ioctls answer EAGAIN with no progress meanwhile.
     let page = pattern(0x77, PAGE);
     let outcome = region.uffd.copy(region.page(3), &page, CopyMode::empty());
     assert_eq!(outcome.status, Status::Again, "{outcome:?}");
@@ -52,6 +52,15 @@ fn copy_is_again_while_a_remove_is_pending() {
     let outcome = region
         .uffd
         .copy(region.pages(2, 2), &two, CopyMode::empty());
+    assert_eq!(
+        (outcome.status, outcome.done),
+        (Status::Again, 0),
+        "{outcome:?}"
+    );
+
+    let outcome = region
+        .uffd
+        .zeropage(region.page(3), uffd_core::ZeropageMode::empty());
     assert_eq!(
         (outcome.status, outcome.done),
         (Status::Again, 0),

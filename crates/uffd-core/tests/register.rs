@@ -97,3 +97,19 @@ fn closing_the_uffd_wakes_a_waiting_thread_which_reads_zeros() {
     drop(uffd);
     assert_eq!(reader.wait(), 0);
 }
+
+#[test]
+fn any_uffd_of_the_mm_can_fill_a_range_registered_with_another() {
+    // The kernel checks only that the destination is registered, not with which uffd: a COPY
+    // through one uffd fills a range another uffd of the same process owns (tests sharing a
+    // process must therefore never copy into addresses they gave back).
+    let region = Region::new(1, Features::empty(), RegisterMode::MISSING);
+    let other = common::uffd(Features::empty());
+    let bytes = common::pattern(0x0c, PAGE);
+    common::assert_complete(other.copy(region.page(0), &bytes, uffd_core::CopyMode::empty()));
+    assert_eq!(region.map.read_bytes(0, PAGE), bytes);
+    // An unregistered range is refused.
+    let plain = Mapping::anon(1);
+    let outcome = other.copy(plain.page(0), &bytes, uffd_core::CopyMode::empty());
+    assert_eq!(outcome.status, uffd_core::Status::NoMapping, "{outcome:?}");
+}
