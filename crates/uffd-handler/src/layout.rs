@@ -195,6 +195,28 @@ impl GuestLayout {
             .map(|r| r.offset + (addr - r.host_addr))
     }
 
+    /// Moves the region that starts at `from` and is `len` bytes long to `to` (an `mremap`
+    /// of a whole region). Returns false, changing nothing, if no region matches exactly or
+    /// the moved region would overlap another.
+    pub fn move_region(&mut self, from: u64, to: u64, len: u64) -> bool {
+        let Some(i) = self
+            .regions
+            .iter()
+            .position(|r| r.host_addr == from && r.size == len)
+        else {
+            return false;
+        };
+        let mut moved = self.regions.clone();
+        moved[i].host_addr = to;
+        match GuestLayout::new(moved, self.image_size) {
+            Ok(layout) => {
+                *self = layout;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// The host address of image offset `offset`, and the region holding it.
     pub fn host_addr(&self, offset: u64) -> Option<(u64, &GuestRegion)> {
         self.regions

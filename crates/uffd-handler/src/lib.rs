@@ -1,5 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+pub mod engine;
 mod layout;
+mod source;
 
+pub use engine::{CloseWhen, Engine, EngineConfig, EngineError, EngineExit, FatalError, PageSets};
 pub use layout::{GuestLayout, GuestRegion, LayoutError};
+pub use source::{PageSource, SourceError};

@@ -1,0 +1,17 @@
+//! Named points inside the install path where a test can park a thread, so races are staged
+//! deterministically. Compiled only with the `test-hooks` feature; free otherwise.
+
+/// Where in the install path a hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookPoint {
+    /// Source bytes fetched (if any), settle read lock not yet taken.
+    BeforeBarrier,
+    /// Settle read lock held, the page's state just read.
+    AfterStateRead,
+    /// Settle read lock held, about to issue the install ioctl.
+    BeforeInstall,
+}
+
+/// A test's callback: the point and the image offset of the page being installed. It may
+/// block (park the thread) until the test releases it.
+pub type Hook = std::sync::Arc<dyn Fn(HookPoint, u64) + Send + Sync>;

@@ -1,0 +1,486 @@
+//! The engine: serves a VMM's userfaultfd until stopped.
+//!
+//! Reader threads poll the uffd, read batches without any lock, apply each batch's REMOVEs
+//! under the settle write lock, and serve the batch's faults themselves (claim, fetch outside
+//! the lock, re-check under the read lock, one ioctl, record). Deferred faults are retried on
+//! a paced timer; source failures are retried by waking the faulting threads after a backoff;
+//! prefetch runs on crossbeam workers. See `docs/engine.md`.
+
+mod deferred;
+mod hooks;
+mod metrics;
+mod prefetch;
+mod reader;
+mod retry;
+mod serve;
+mod shared;
+
+use std::ops::Range as Span;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, bounded};
+use page_tracker::{Geometry, PageState, PageTracker};
+use parking_lot::{Mutex, RwLock};
+use uffd_core::{Range, RegisterMode, Uffd, WriteProtectMode};
+
+#[cfg(feature = "test-hooks")]
+pub use hooks::Hook;
+pub use hooks::HookPoint;
+pub use metrics::MetricsSnapshot;
+pub use prefetch::{PrefetchHandle, PrefetchReport};
+pub use retry::RetryPolicy;
+
+use crate::layout::GuestLayout;
+use crate::source::PageSource;
+use shared::Shared;
+
+/// How the engine serves.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// Threads that read the uffd and serve what they read (default 2: one per core here).
+    pub readers: usize,
+    /// Messages read per `read(2)`.
+    pub event_batch: usize,
+    /// Fault-around window in pages (a power of two; 1 = off): a read fault installs the
+    /// aligned window of still-Missing pages around it in one COPY.
+    pub fault_around_pages: u64,
+    /// Track written pages: re-register the regions MISSING|WP, install read faults
+    /// write-protected, and record WP faults as dirty.
+    pub dirty_tracking: bool,
+    /// Source failure retries.
+    pub retry: RetryPolicy,
+    /// Delay before a deferred fault (EAGAIN, page in flight) is tried again.
+    pub defer_pacing: Duration,
+    /// Prefetch worker threads.
+    pub prefetch_workers: usize,
+    /// Pages per prefetch COPY (at most).
+    pub prefetch_chunk_pages: u64,
+    /// A callback at the named hook points (tests only).
+    #[cfg(feature = "test-hooks")]
+    pub hook: Option<Hook>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            readers: 2,
+            event_batch: 64,
+            fault_around_pages: 1,
+            dirty_tracking: false,
+            retry: RetryPolicy::default(),
+            defer_pacing: Duration::from_micros(200),
+            prefetch_workers: 2,
+            prefetch_chunk_pages: 512,
+            #[cfg(feature = "test-hooks")]
+            hook: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("readers", &self.readers)
+            .field("event_batch", &self.event_batch)
+            .field("fault_around_pages", &self.fault_around_pages)
+            .field("dirty_tracking", &self.dirty_tracking)
+            .field("retry", &self.retry)
+            .field("defer_pacing", &self.defer_pacing)
+            .field("prefetch_workers", &self.prefetch_workers)
+            .field("prefetch_chunk_pages", &self.prefetch_chunk_pages)
+            .finish()
+    }
+}
+
+/// Why the engine stopped serving on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineExit {
+    /// An ioctl answered ESRCH: the VMM's memory is gone (it exited). Not an error.
+    PeerGone,
+    /// Something that must not be papered over; the owner should kill the VMM or report.
+    Fatal(FatalError),
+}
+
+/// A fatal error with everything known about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}{}", if errors.is_empty() { String::new() } else { format!(": {}", errors.join("; ")) })]
+pub struct FatalError {
+    /// The image offset of the page concerned, if one.
+    pub page_offset: Option<u64>,
+    /// What happened.
+    pub reason: String,
+    /// Every underlying error, in order (for source failures: one per retry cycle).
+    pub errors: Vec<String>,
+}
+
+/// Errors of the engine's own API.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The source is smaller than the layout's image.
+    #[error("the source holds {source_size:#x} bytes but the layout needs {image_size:#x}")]
+    SourceTooSmall {
+        /// Source size.
+        source_size: u64,
+        /// Image size.
+        image_size: u64,
+    },
+    /// The page tracker refused the geometry.
+    #[error("page tracker: {0}")]
+    Tracker(#[from] page_tracker::Error),
+    /// A uffd call failed.
+    #[error(transparent)]
+    Uffd(#[from] uffd_core::Error),
+    /// A range could not be formed.
+    #[error(transparent)]
+    Range(#[from] uffd_core::RangeError),
+    /// The layout is invalid.
+    #[error(transparent)]
+    Layout(#[from] crate::layout::LayoutError),
+    /// A system call failed.
+    #[error("{what}: {errno}")]
+    Os {
+        /// What was attempted.
+        what: &'static str,
+        /// The errno.
+        errno: rustix::io::Errno,
+    },
+    /// Dirty sets were asked for without dirty tracking.
+    #[error("dirty tracking is off: the written pages are not known")]
+    NoDirtyTracking,
+    /// A write-protect ioctl failed while starting a new generation.
+    #[error("re-protecting {range} failed: {status:?}")]
+    Reprotect {
+        /// The range.
+        range: Range,
+        /// How it failed.
+        status: uffd_core::Status,
+    },
+    /// The peer did not exit in time.
+    #[error("the VMM did not exit within {0:?}")]
+    PeerStillRunning(Duration),
+}
+
+/// The dirty and empty page sets, as sorted image byte ranges.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PageSets {
+    /// Pages written since restore (or since the last generation reset).
+    pub dirty: Vec<Span<u64>>,
+    /// Pages that must read as zeros (zero-filled or freed by the guest).
+    pub empty: Vec<Span<u64>>,
+}
+
+/// When the uffd may be closed (closing while the VMM can still fault turns every unfaulted
+/// page into a silent zero page).
+#[derive(Debug)]
+pub enum CloseWhen {
+    /// Wait (up to the timeout) for the VMM, watched through its pidfd, to exit.
+    PeerExited {
+        /// `pidfd_open` of the VMM.
+        pidfd: OwnedFd,
+        /// How long to wait.
+        timeout: Duration,
+    },
+    /// Kill the VMM through its pidfd, then wait for it.
+    KillPeer {
+        /// `pidfd_open` of the VMM.
+        pidfd: OwnedFd,
+    },
+    /// Populate every page still Missing, unregister the regions, then close: the VMM runs
+    /// on without a handler.
+    Graduate,
+    /// The caller guarantees nothing can fault on the registered memory any more (it is
+    /// unmapped, or its process has exited).
+    OwnerGuarantees,
+}
+
+/// The page-fault handler engine. Dropping it stops the threads but never closes the uffd
+/// early: use [`Engine::close`].
+pub struct Engine {
+    shared: Arc<Shared>,
+    readers: Vec<JoinHandle<()>>,
+    exits: Receiver<EngineExit>,
+    prefetches: Mutex<Vec<Arc<AtomicBool>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[inline]
+#[allow(unused_variables)]
+fn hook(shared: &Shared, point: HookPoint, page_offset: u64) {
+    #[cfg(feature = "test-hooks")]
+    if let Some(hook) = &shared.config.hook {
+        hook(point, page_offset);
+    }
+}
+
+impl Engine {
+    /// Starts serving `uffd` (adopted from the VMM, or created here) for `layout`, with bytes
+    /// from `source`.
+    pub fn start(
+        uffd: Uffd,
+        layout: GuestLayout,
+        source: Arc<dyn PageSource>,
+        config: EngineConfig,
+    ) -> Result<Engine, EngineError> {
+        if source.size() < layout.image_size() {
+            return Err(EngineError::SourceTooSmall {
+                source_size: source.size(),
+                image_size: layout.image_size(),
+            });
+        }
+        let page_size = layout.page_size();
+        let tracker_page = page_tracker::PageSize::new(page_size.bytes())?;
+        let tracker = PageTracker::new(Geometry::new(0, layout.image_size(), tracker_page)?)?;
+        if config.dirty_tracking {
+            // Registering an already registered range again updates its modes.
+            for region in layout.regions() {
+                uffd.register(region.range()?, RegisterMode::MISSING | RegisterMode::WP)?;
+            }
+        }
+        let stop_fd =
+            rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).map_err(|errno| {
+                EngineError::Os {
+                    what: "eventfd",
+                    errno,
+                }
+            })?;
+        let (exit_tx, exits) = bounded(1);
+        let shared = Arc::new(Shared {
+            uffd,
+            layout: RwLock::new(layout),
+            page_size,
+            tracker,
+            source,
+            settle: RwLock::new(()),
+            closed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            wp: config.dirty_tracking,
+            zeros: vec![0u8; page_size.bytes() as usize].into_boxed_slice(),
+            deferred: Mutex::default(),
+            retries: Mutex::default(),
+            retrying: AtomicUsize::new(0),
+            metrics: metrics::Metrics::default(),
+            stop_fd,
+            demand_active: AtomicUsize::new(0),
+            exit_tx,
+            exit_sent: AtomicBool::new(false),
+            config,
+        });
+        let readers = (0..shared.config.readers.max(1))
+            .map(|i| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("uffd-reader-{i}"))
+                    .spawn(move || reader::run(shared))
+                    .map_err(|e| EngineError::Os {
+                        what: "spawning a reader thread",
+                        errno: rustix::io::Errno::from_io_error(&e)
+                            .unwrap_or(rustix::io::Errno::AGAIN),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Engine {
+            shared,
+            readers,
+            exits,
+            prefetches: Mutex::default(),
+        })
+    }
+
+    /// A snapshot of the counters and the service latency histogram.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// The per-page states (read-only use: inspection, tests, statistics).
+    pub fn tracker(&self) -> &PageTracker {
+        &self.shared.tracker
+    }
+
+    /// The layout being served.
+    pub fn layout(&self) -> GuestLayout {
+        self.shared.layout.read().clone()
+    }
+
+    /// Receives the engine's exit reason (a fatal error, or the VMM gone) when it stops
+    /// serving on its own.
+    pub fn exits(&self) -> &Receiver<EngineExit> {
+        &self.exits
+    }
+
+    /// Prefetches the image byte ranges of `order`, in that order, in the background.
+    pub fn prefetch(&self, order: Vec<Span<u64>>) -> PrefetchHandle {
+        let stop = Arc::new(AtomicBool::new(false));
+        self.prefetches.lock().push(stop.clone());
+        prefetch::start(self.shared.clone(), order, stop)
+    }
+
+    /// The page size in bytes.
+    pub fn page_bytes(&self) -> u64 {
+        self.shared.page_bytes()
+    }
+
+    /// The dirty and empty sets, consistent with in-flight work: taken under the settle
+    /// write lock, when no install is between its check and its record.
+    pub fn page_sets(&self) -> Result<PageSets, EngineError> {
+        if !self.shared.wp {
+            return Err(EngineError::NoDirtyTracking);
+        }
+        let _settled = self.shared.settle.write();
+        Ok(self.collect_sets())
+    }
+
+    fn collect_sets(&self) -> PageSets {
+        let page = self.page_bytes();
+        let bytes = |r: &page_tracker::PageRange| r.start() * page..r.end() * page;
+        PageSets {
+            dirty: self
+                .shared
+                .tracker
+                .dirty_ranges()
+                .iter()
+                .map(bytes)
+                .collect(),
+            empty: self
+                .shared
+                .tracker
+                .empty_ranges()
+                .iter()
+                .map(bytes)
+                .collect(),
+        }
+    }
+
+    /// Exports the sets and starts a new generation atomically: dirty pages become Clean and
+    /// are write-protected again, so the next export holds only later writes.
+    pub fn export_and_reset(&self) -> Result<PageSets, EngineError> {
+        if !self.shared.wp {
+            return Err(EngineError::NoDirtyTracking);
+        }
+        let _settled = self.shared.settle.write();
+        let sets = self.collect_sets();
+        for span in &sets.dirty {
+            self.reprotect(span.clone())?;
+        }
+        self.shared.tracker.reset_generation_all();
+        Ok(sets)
+    }
+
+    fn reprotect(&self, span: Span<u64>) -> Result<(), EngineError> {
+        let layout = self.shared.layout.read();
+        for region in layout.regions() {
+            let lo = span.start.max(region.offset);
+            let hi = span.end.min(region.offset + region.size);
+            if lo >= hi {
+                continue;
+            }
+            let range = Range::new(
+                region.host_addr + (lo - region.offset),
+                hi - lo,
+                self.shared.page_size,
+            )?;
+            let outcome = self.shared.uffd.writeprotect(range, WriteProtectMode::WP);
+            if !outcome.is_complete() {
+                return Err(EngineError::Reprotect {
+                    range,
+                    status: outcome.status,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops reading new work, stops prefetch, joins the threads, and wakes every deferred
+    /// fault. The uffd stays open (see [`Engine::close`]). Idempotent.
+    pub fn stop(&mut self) {
+        for stop in self.prefetches.lock().iter() {
+            stop.store(true, Ordering::Release);
+        }
+        self.shared.request_stop();
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        reader::wake_all_deferred(&self.shared);
+    }
+
+    /// Closes the uffd once `when` allows it; unregisters the regions first (a close racing
+    /// KVM's async page faults livelocked older kernels).
+    pub fn close(mut self, when: CloseWhen) -> Result<(), EngineError> {
+        match when {
+            CloseWhen::Graduate => self.graduate()?,
+            CloseWhen::PeerExited { pidfd, timeout } => {
+                self.stop();
+                if !wait_pidfd(&pidfd, timeout) {
+                    return Err(EngineError::PeerStillRunning(timeout));
+                }
+            }
+            CloseWhen::KillPeer { pidfd } => {
+                self.stop();
+                rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL).map_err(
+                    |errno| EngineError::Os {
+                        what: "pidfd_send_signal",
+                        errno,
+                    },
+                )?;
+                if !wait_pidfd(&pidfd, Duration::from_secs(10)) {
+                    return Err(EngineError::PeerStillRunning(Duration::from_secs(10)));
+                }
+            }
+            CloseWhen::OwnerGuarantees => self.stop(),
+        }
+        let _settled = self.shared.settle.write();
+        self.shared.closed.store(true, Ordering::Release);
+        for region in self.shared.layout.read().regions() {
+            if let Ok(range) = region.range() {
+                let _ = self.shared.uffd.unregister(range);
+            }
+        }
+        Ok(())
+        // The uffd closes when the last reference to the shared state goes, here: every
+        // thread holding one has been joined.
+    }
+
+    /// Populates every Missing page while still serving faults, then unregisters.
+    fn graduate(&mut self) -> Result<(), EngineError> {
+        let size = self.shared.layout.read().image_size();
+        let started = Instant::now();
+        let report = self.prefetch(vec![0..size]).wait(self.page_bytes());
+        tracing::info!(?report, elapsed = ?started.elapsed(), "graduation prefetch done");
+        self.stop();
+        // Pages a prefetch skipped because a fault held them are installed by now; holes stay
+        // Missing and read as zeros from the kernel once unregistered.
+        let left = self.shared.tracker.counts().get(PageState::Missing);
+        tracing::info!(left, "pages left Missing at graduation (holes read zero)");
+        Ok(())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if !self.readers.is_empty() {
+            self.stop();
+        }
+    }
+}
+
+fn wait_pidfd(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let ts = rustix::event::Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(n) if n > 0)
+}

@@ -1,0 +1,109 @@
+//! State shared by the engine's threads.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use page_tracker::PageTracker;
+use parking_lot::{Mutex, RwLock};
+use uffd_core::{PageSize, Range, Uffd};
+
+use super::deferred::{DeferredQueue, FaultKind};
+use super::metrics::Metrics;
+use super::retry::RetryTable;
+use super::{EngineConfig, EngineExit, FatalError};
+use crate::layout::GuestLayout;
+use crate::source::PageSource;
+
+pub(crate) struct Shared {
+    pub(crate) uffd: Uffd,
+    /// Behind a lock only so a REMAP of a whole region can move it; read on every fault.
+    pub(crate) layout: RwLock<GuestLayout>,
+    pub(crate) page_size: PageSize,
+    pub(crate) tracker: PageTracker,
+    pub(crate) source: Arc<dyn PageSource>,
+    /// The settle barrier: installs hold it shared, REMOVE batches and exports exclusive.
+    pub(crate) settle: RwLock<()>,
+    /// Set under the settle write lock when the uffd is about to close: no ioctl after it.
+    pub(crate) closed: AtomicBool,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) config: EngineConfig,
+    /// Whether installs keep pages write-protected (dirty tracking).
+    pub(crate) wp: bool,
+    /// One page of zeros, the source of zero installs by COPY.
+    pub(crate) zeros: Box<[u8]>,
+    pub(crate) deferred: Mutex<DeferredQueue>,
+    pub(crate) retries: Mutex<RetryTable>,
+    /// Pages with retry state; lets the hot path skip the retry lock when none fail.
+    pub(crate) retrying: AtomicUsize,
+    pub(crate) metrics: Metrics,
+    /// An eventfd written once on stop; never drained, so every reader sees it.
+    pub(crate) stop_fd: OwnedFd,
+    /// Faults being served right now; prefetch yields while it is non-zero.
+    pub(crate) demand_active: AtomicUsize,
+    pub(crate) exit_tx: Sender<EngineExit>,
+    pub(crate) exit_sent: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn page_bytes(&self) -> u64 {
+        self.page_size.bytes()
+    }
+
+    /// The image offset of a host address, if the layout covers it.
+    #[inline]
+    pub(crate) fn image_offset(&self, addr: u64) -> Option<u64> {
+        self.layout.read().image_offset(addr)
+    }
+
+    /// The host range of `pages` pages starting at image page `page`.
+    pub(crate) fn host_range(&self, page: u64, pages: u64) -> Option<Range> {
+        let offset = page.checked_mul(self.page_bytes())?;
+        let (addr, region) = {
+            let layout = self.layout.read();
+            layout.host_addr(offset).map(|(a, r)| (a, *r))?
+        };
+        let len = pages.checked_mul(self.page_bytes())?;
+        if addr + len > region.end() {
+            return None;
+        }
+        Range::new(addr, len, self.page_size).ok()
+    }
+
+    pub(crate) fn defer(&self, addr: u64, kind: FaultKind) {
+        let due = Instant::now() + self.config.defer_pacing;
+        self.deferred.lock().defer(addr, kind, due);
+        Metrics::add(&self.metrics.deferred, 1);
+    }
+
+    /// Ends serving: the owner learns why from the exit channel; readers stop.
+    pub(crate) fn exit(&self, why: EngineExit) {
+        if let EngineExit::Fatal(_) = why {
+            Metrics::add(&self.metrics.fatal, 1);
+        }
+        if !self.exit_sent.swap(true, Ordering::AcqRel) {
+            tracing::error!(?why, "engine stops serving");
+            let _ = self.exit_tx.try_send(why);
+        }
+        self.request_stop();
+    }
+
+    pub(crate) fn fatal(&self, page_offset: Option<u64>, reason: String, errors: Vec<String>) {
+        self.exit(EngineExit::Fatal(FatalError {
+            page_offset,
+            reason,
+            errors,
+        }));
+    }
+
+    pub(crate) fn request_stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let _ = rustix::io::write(&self.stop_fd, &1u64.to_ne_bytes());
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
