@@ -22,7 +22,7 @@ impl PageTracker {
         self.geometry().check_page(page)?;
         Ok(self.claim_one(page).then(|| Claim {
             tracker: self,
-            pages: PageRange::single(page).unwrap_or_default(),
+            pages: PageRange::between(page, page + 1),
         }))
     }
 
@@ -50,11 +50,14 @@ impl PageTracker {
         let window_end = window_start.saturating_add(window).min(self.page_count());
         let in_set = |p: u64| self.state(p).is_ok_and(|s| set.contains(s));
 
-        if !in_set(page) || !self.claim_one(page) {
+        if !in_set(page) {
             return Ok(None);
         }
+        // From here on the guard releases whatever it covers on every return.
+        let Some(mut claim) = self.try_claim(page)? else {
+            return Ok(None);
+        };
         if !in_set(page) {
-            self.release_one(page);
             return Ok(None);
         }
         // Upward: candidates from the states, claim the free prefix, re-read, trim.
@@ -62,16 +65,14 @@ impl PageTracker {
         let claimed_end = self.claim_prefix(page + 1, limit);
         let end = self.find(page + 1, claimed_end, set, false);
         self.release_bits(end, claimed_end);
+        claim.pages = PageRange::between(page, end);
         // Downward, the same.
         let limit = self.rfind(window_start, page, set, false);
         let claimed_start = self.claim_suffix(limit, page);
         let start = self.rfind(claimed_start, page, set, false);
         self.release_bits(claimed_start, start);
-
-        Ok(PageRange::new(start, end).ok().map(|pages| Claim {
-            tracker: self,
-            pages,
-        }))
+        claim.pages = PageRange::between(start, end);
+        Ok(Some(claim))
     }
 
     /// Whether a claim holds `page`.

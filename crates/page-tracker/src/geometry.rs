@@ -96,6 +96,16 @@ impl PageRange {
         PageRange::with_len(page, 1)
     }
 
+    /// The pages between `a` and `b`, whichever is larger: infallible, for bounds that are
+    /// ordered by construction.
+    pub(crate) const fn between(a: u64, b: u64) -> PageRange {
+        if a <= b {
+            PageRange { start: a, end: b }
+        } else {
+            PageRange { start: b, end: a }
+        }
+    }
+
     /// First page.
     pub const fn start(self) -> u64 {
         self.start
