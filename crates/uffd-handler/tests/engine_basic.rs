@@ -43,6 +43,7 @@ fn every_byte_is_served_from_two_threads() {
     for t in threads {
         t.join().unwrap();
     }
+    engine.settle();
     let m = engine.metrics();
     assert_eq!(m.installed_source, pages);
     assert!(m.faults >= pages);
@@ -70,6 +71,7 @@ fn removed_pages_read_zeros_and_others_keep_their_bytes() {
     for p in 0..16 {
         assert_eq!(guest2.read_byte(p, 1), 0);
     }
+    engine2.settle();
     let m = engine2.metrics();
     assert_eq!(m.installed_zero, 16);
     assert_eq!(m.installed_source, 0);
@@ -123,6 +125,7 @@ fn fault_around_installs_the_window_in_one_copy() {
     };
     let (guest, engine) = start(64, config);
     assert_eq!(guest.read_byte(5, 0), pattern(5 * PAGE));
+    engine.settle();
     let m = engine.metrics();
     assert_eq!(m.installed_source, 16);
     assert_eq!(m.fault_around_pages, 15);
@@ -145,6 +148,7 @@ fn prefetch_installs_missing_pages_and_skips_removed_ones() {
     let report = engine.prefetch(vec![0..1024 * PAGE]).wait(PAGE);
     assert_eq!(report.installed_pages, 1024 - 50 - 1);
     assert_eq!(report.skipped_pages, 51);
+    engine.settle();
     let faults_before = engine.metrics().faults;
     for p in 0..1024 {
         let expect = if (100..150).contains(&p) {
@@ -189,6 +193,7 @@ fn a_transient_source_failure_is_retried_and_served() {
     )
     .unwrap();
     assert_eq!(guest.read_byte(3, 0), pattern(3 * PAGE));
+    engine.settle();
     assert_eq!(engine.metrics().retried, 2);
     assert_eq!(source.reads_of_failing_page.load(Ordering::SeqCst), 3);
     assert!(engine.exits().try_recv().is_err());

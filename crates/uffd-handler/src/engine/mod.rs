@@ -262,6 +262,7 @@ impl Engine {
             tracker,
             source,
             settle: RwLock::new(()),
+            reading: Mutex::new(()),
             closed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             wp: config.dirty_tracking,
@@ -295,6 +296,13 @@ impl Engine {
             exits,
             prefetches: Mutex::default(),
         })
+    }
+
+    /// Waits until every install in flight has recorded its state and counters. A faulting
+    /// thread resumes as soon as its page is installed, a moment before the record; call this
+    /// before reading states or metrics that must include that fault.
+    pub fn settle(&self) {
+        drop(self.shared.settle.write());
     }
 
     /// A snapshot of the counters and the service latency histogram.

@@ -29,6 +29,9 @@ pub(crate) fn run(shared: Arc<Shared>) {
         }
         faults.clear();
         removes.clear();
+        // The madvising thread resumes as soon as its REMOVE is read; until the REMOVE is
+        // recorded, no other reader may read a fault that could follow it.
+        let reading = shared.reading.lock();
         match shared.uffd.read_events(&mut batch) {
             Ok(events) => {
                 for event in events {
@@ -47,6 +50,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
         if !removes.is_empty() {
             apply_removes(&shared, &removes);
         }
+        drop(reading);
         if !faults.is_empty() {
             shared.demand_active.fetch_add(1, Ordering::AcqRel);
             Metrics::add(&shared.metrics.faults, faults.len() as u64);

@@ -26,6 +26,9 @@ pub(crate) struct Shared {
     pub(crate) source: Arc<dyn PageSource>,
     /// The settle barrier: installs hold it shared, REMOVE batches and exports exclusive.
     pub(crate) settle: RwLock<()>,
+    /// Held by a reader from its `read(2)` until that batch's REMOVEs are applied, so no
+    /// other reader can read (and serve) a fault that follows a REMOVE not yet recorded.
+    pub(crate) reading: Mutex<()>,
     /// Set under the settle write lock when the uffd is about to close: no ioctl after it.
     pub(crate) closed: AtomicBool,
     pub(crate) stopping: AtomicBool,
