@@ -1,0 +1,16 @@
+//! `vmm-peer`: behaves towards a page-fault handler exactly as Firecracker does, then obeys
+//! JSON-line requests on stdin (see `uffd_handler::peer`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use uffd_handler::peer::{PeerArgs, run};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    run(&PeerArgs::parse())
+}

@@ -1,0 +1,39 @@
+//! A VMM peer: a process that behaves towards our handler exactly as Firecracker does, for
+//! the engine's cross-process tests, the daemon's end-to-end tests and the demo.
+//!
+//! The `vmm-peer` binary ([`run`] over [`PeerArgs`]) maps guest memory as Firecracker does
+//! (anonymous `MAP_PRIVATE|MAP_NORESERVE`, or `MAP_HUGETLB|MAP_HUGE_2MB`; 1..N regions with
+//! unmapped gaps between them; image offsets are the running sum of sizes), creates a uffd
+//! (device then syscall, non-blocking, close-on-exec, not user-mode-only, feature
+//! `EVENT_REMOVE` only), registers every region MISSING only, connects to the handler's socket
+//! and sends one message: the regions JSON of the chosen Firecracker generation
+//! ([`handshake_json`]) with the uffd as SCM_RIGHTS. It keeps its own copy of the uffd and (from
+//! v1.12) the socket for its lifetime. Then it obeys [`control`] requests on stdin.
+//!
+//! The driver, [`PeerProcess`], spawns the binary and turns each request into a method with a
+//! per-request timeout, so a touch blocked on a dead handler fails instead of hanging the test.
+//!
+//! A KVM workload (vCPUs touching guest memory) fits beside [`Command::Touch`]: the guest
+//! memory module hands out each region's address and size, which is what
+//! `KVM_SET_USER_MEMORY_REGION` needs.
+
+mod args;
+pub mod control;
+mod driver;
+mod error;
+mod handshake;
+mod memory;
+mod ops;
+mod pattern;
+mod serve;
+
+pub use args::{DEFAULT_GAP, PeerArgs, parse_size};
+pub use control::{
+    Access, BLOCK, Command, PageFlags, ReadyInfo, RemoteError, RemoteErrorKind, Reply, Split,
+    Touch, TouchReport, WriteData,
+};
+pub use driver::{PeerConfig, PeerProcess, Pending};
+pub use error::PeerError;
+pub use handshake::{HandshakeRegion, PayloadVersion, UnknownPayloadVersion, handshake_json};
+pub use pattern::{block_hash, touch_word, zero_block_hash};
+pub use serve::{EXIT_STARTUP_FAILED, run};

@@ -1,0 +1,247 @@
+//! Shared by the `peer_*` tests: a temporary socket, the handler's side of the handshake
+//! (recvmsg with SCM_RIGHTS), a minimal fault-serving handler over a known image, and a byte
+//! model of the guest memory.
+#![allow(dead_code, unreachable_pub, unused_imports)]
+
+mod handler;
+
+use std::io::{IoSliceMut, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+use serde::Deserialize;
+use uffd_handler::peer::{BLOCK, PeerConfig, PeerProcess, block_hash, touch_word};
+
+pub use handler::TestHandler;
+
+/// The peer binary built with this package.
+pub const PEER_BIN: &str = env!("CARGO_BIN_EXE_vmm-peer");
+/// How long anything that must happen may take before a test fails instead of hanging.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// 4 KiB.
+pub const PAGE: u64 = 4096;
+/// 2 MiB.
+pub const HUGE: u64 = 2 << 20;
+
+/// Reports a skipped test on stderr, bypassing output capture, so a skip is never silent.
+pub fn skip(test: &str, reason: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "SKIP {test}: {reason}");
+}
+
+/// `HugePages_Free` from /proc/meminfo.
+pub fn free_hugepages() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("read /proc/meminfo");
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A directory for one test's socket, removed on drop.
+#[derive(Debug)]
+pub struct SocketDir {
+    dir: PathBuf,
+}
+
+impl SocketDir {
+    /// A fresh directory under the temp dir.
+    pub fn new(test: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("peer-{test}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the socket directory");
+        SocketDir { dir }
+    }
+
+    /// The socket's path.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("handler.sock")
+    }
+
+    /// A listener on [`SocketDir::socket`].
+    pub fn listen(&self) -> UnixListener {
+        UnixListener::bind(self.socket()).expect("bind the handler socket")
+    }
+}
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One region of the payload, every field optional beyond the first three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct WireRegion {
+    pub base_host_virt_addr: u64,
+    pub size: u64,
+    pub offset: u64,
+    pub page_size_kib: Option<u64>,
+    pub page_size: Option<u64>,
+}
+
+/// What the handler received.
+#[derive(Debug)]
+pub struct Handshake {
+    /// The connection (the peer may keep it open).
+    pub stream: UnixStream,
+    /// The message's bytes, as text.
+    pub json: String,
+    /// Every fd that came with it.
+    pub fds: Vec<OwnedFd>,
+    /// The JSON parsed.
+    pub regions: Vec<WireRegion>,
+}
+
+/// Whether `fd` polls readable (or hung up) within `timeout`; the events seen.
+pub fn poll_in(fd: impl AsFd, timeout: Duration) -> PollFlags {
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let timeout = Timespec::try_from(timeout).expect("timeout");
+    loop {
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(_) => return fds[0].revents(),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => panic!("poll: {e}"),
+        }
+    }
+}
+
+/// Accepts the peer's connection and receives its one message (JSON and fds), as the handler
+/// does: a large buffer, room for two fds, MSG_CMSG_CLOEXEC.
+pub fn accept_handshake(listener: &UnixListener) -> Handshake {
+    assert!(
+        poll_in(listener, TIMEOUT).contains(PollFlags::IN),
+        "no connection within {TIMEOUT:?}"
+    );
+    let (stream, _) = listener.accept().expect("accept");
+    assert!(
+        poll_in(&stream, TIMEOUT).contains(PollFlags::IN),
+        "no handshake within {TIMEOUT:?}"
+    );
+    let mut data = vec![0u8; 64 << 10];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = rustix::net::recvmsg(
+        &stream,
+        &mut [IoSliceMut::new(&mut data)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .expect("recvmsg");
+    assert!(
+        !msg.flags.contains(ReturnFlags::CTRUNC),
+        "control truncated"
+    );
+    assert!(!msg.flags.contains(ReturnFlags::TRUNC), "data truncated");
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    let json = String::from_utf8(data[..msg.bytes].to_vec()).expect("UTF-8 payload");
+    let regions = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
+    Handshake {
+        stream,
+        json,
+        fds,
+        regions,
+    }
+}
+
+/// A peer with `regions` (4 KiB pages unless `hugetlb`) connected to a fresh socket, and what
+/// the handler received from it.
+pub fn start(test: &str, regions: Vec<u64>, hugetlb: bool) -> (SocketDir, PeerProcess, Handshake) {
+    let dir = SocketDir::new(test);
+    let listener = dir.listen();
+    let mut config = PeerConfig::new(PEER_BIN, dir.socket(), regions).timeout(TIMEOUT);
+    if hugetlb {
+        config = config.hugetlb();
+    }
+    let peer = PeerProcess::spawn(config).expect("spawn the peer");
+    let handshake = accept_handshake(&listener);
+    (dir, peer, handshake)
+}
+
+/// Word `i` (8 bytes) of the snapshot image with `seed`: splitmix64 of its index.
+pub fn image_word(seed: u64, i: u64) -> u64 {
+    touch_word(seed ^ 0x5eed, i)
+}
+
+/// The snapshot image bytes `[offset, offset + len)` (both multiples of 8).
+pub fn image_bytes(seed: u64, offset: u64, len: u64) -> Vec<u8> {
+    (offset / 8..(offset + len) / 8)
+        .flat_map(|i| image_word(seed, i).to_le_bytes())
+        .collect()
+}
+
+/// What every byte of the guest memory should be.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub bytes: Vec<u8>,
+    pub page: u64,
+}
+
+impl Model {
+    /// The snapshot image of `size` bytes with `seed`.
+    pub fn image(seed: u64, size: u64, page: u64) -> Self {
+        Model {
+            bytes: image_bytes(seed, 0, size),
+            page,
+        }
+    }
+
+    /// Zeros (a removed range).
+    pub fn zero(&mut self, offset: u64, len: u64) {
+        self.bytes[offset as usize..(offset + len) as usize].fill(0);
+    }
+
+    /// Stores bytes.
+    pub fn write(&mut self, offset: u64, data: &[u8]) {
+        self.bytes[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+    }
+
+    /// What a write touch with `seed` stores.
+    pub fn touch_write(&mut self, offset: u64, len: u64, seed: u64) {
+        for p in (offset..offset + len).step_by(self.page as usize) {
+            self.write(p, &touch_word(seed, p / self.page).to_le_bytes());
+        }
+    }
+
+    /// The little-endian word at `offset`.
+    pub fn word(&self, offset: u64) -> u64 {
+        let o = offset as usize;
+        u64::from_le_bytes(self.bytes[o..o + 8].try_into().unwrap())
+    }
+
+    /// The block hashes of a range.
+    pub fn hashes(&self, offset: u64, len: u64) -> Vec<u64> {
+        self.bytes[offset as usize..(offset + len) as usize]
+            .chunks_exact(BLOCK as usize)
+            .map(block_hash)
+            .collect()
+    }
+}
+
+/// Asserts the peer's block hashes equal the model's, naming the first block that differs.
+#[track_caller]
+pub fn assert_hashes(got: &[u64], model: &Model, offset: u64, len: u64) {
+    let want = model.hashes(offset, len);
+    assert_eq!(got.len(), want.len(), "number of blocks");
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+        let differing = (0..got.len()).filter(|&i| got[i] != want[i]).count();
+        panic!(
+            "block at image offset {:#x} differs ({differing} of {} blocks differ)",
+            offset + i as u64 * BLOCK,
+            got.len()
+        );
+    }
+}
