@@ -297,3 +297,33 @@ fn accept_gives_up_at_its_deadline() {
     assert!(waited < Duration::from_secs(2), "{waited:?}");
     assert!(err.to_string().contains("no VMM connected"), "{err}");
 }
+
+#[test]
+fn client_payloads_match_firecracker_shapes() {
+    let r = regions(&[PAGE, 2 * PAGE]);
+    assert_eq!(r[1].offset, PAGE);
+    assert_eq!(
+        payload(&r[..1], PAGE, Generation::V1_1),
+        format!(
+            r#"[{{"base_host_virt_addr":{},"size":4096,"offset":0}}]"#,
+            r[0].host_addr
+        )
+    );
+    let v112 = payload(&r, PAGE, Generation::V1_12);
+    assert!(!v112.contains(' ') && !v112.ends_with('\n'));
+    assert_eq!(
+        v112.matches(r#""page_size":4096,"page_size_kib":4096"#)
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn client_tracer_sees_the_last_reader_close() {
+    let tracer = client::Tracer::pipe();
+    let copy = tracer.reader.try_clone().unwrap();
+    let writer = tracer.forget_reader();
+    assert!(!client::readers_closed(&writer));
+    drop(copy);
+    assert!(client::readers_closed(&writer));
+}
