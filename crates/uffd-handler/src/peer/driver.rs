@@ -168,7 +168,9 @@ impl PeerProcess {
             })?;
         let pid = child.id();
         // The child cannot be reaped before this (only `child.wait` would), so the pid is its.
-        let pidfd = Pid::from_raw(pid as i32)
+        let pidfd = i32::try_from(pid)
+            .ok()
+            .and_then(Pid::from_raw)
             .ok_or_else(|| PeerError::Protocol(format!("pid {pid}")))
             .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).map_err(io));
         let pidfd = match pidfd {

@@ -19,6 +19,8 @@ pub struct TestHandler {
     /// The adopted uffd.
     pub uffd: Arc<Uffd>,
     stop: Arc<OwnedFd>,
+    ping: Arc<OwnedFd>,
+    pong: Receiver<()>,
     thread: Option<JoinHandle<()>>,
     removes: Receiver<(u64, u64)>,
     installed: Arc<AtomicU64>,
@@ -32,6 +34,7 @@ struct Served {
     removed: Mutex<HashSet<u64>>,
     removes: Sender<(u64, u64)>,
     installed: Arc<AtomicU64>,
+    pong: Sender<()>,
 }
 
 impl TestHandler {
@@ -44,6 +47,8 @@ impl TestHandler {
         let stop = Arc::new(rustix::event::eventfd(0, EventfdFlags::CLOEXEC).expect("eventfd"));
         let (tx, removes) = crossbeam_channel::unbounded();
         let installed = Arc::new(AtomicU64::new(0));
+        let ping = Arc::new(rustix::event::eventfd(0, EventfdFlags::CLOEXEC).expect("eventfd"));
+        let (pong_tx, pong) = crossbeam_channel::unbounded();
         let served = Served {
             uffd: Arc::clone(&uffd),
             regions: handshake.regions.clone(),
@@ -52,25 +57,47 @@ impl TestHandler {
             removed: Mutex::default(),
             removes: tx,
             installed: Arc::clone(&installed),
+            pong: pong_tx,
         };
-        let stop2 = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || served.run(&stop2));
+        let (stop2, ping2) = (Arc::clone(&stop), Arc::clone(&ping));
+        let thread = std::thread::spawn(move || served.run(&stop2, &ping2));
         TestHandler {
             uffd,
             stop,
+            ping,
+            pong,
             thread: Some(thread),
             removes,
             installed,
         }
     }
 
-    /// The REMOVEs read so far, as image ranges `(offset, len)`.
-    pub fn removes(&self) -> Vec<(u64, u64)> {
-        self.removes.try_iter().collect()
+    /// The next `n` REMOVEs, as image ranges `(offset, len)`, waiting for each (the handler
+    /// logs one just after reading it, which is also what lets the madvise return, so the log
+    /// may lag the madvise's answer), then checks that no other was logged.
+    pub fn removes(&self, n: usize) -> Vec<(u64, u64)> {
+        let got: Vec<(u64, u64)> = (0..n)
+            .map(|i| {
+                self.removes
+                    .recv_timeout(super::TIMEOUT)
+                    .unwrap_or_else(|e| panic!("REMOVE {i} of {n} not seen: {e}"))
+            })
+            .collect();
+        let extra: Vec<(u64, u64)> = self.removes.try_iter().collect();
+        assert!(
+            extra.is_empty(),
+            "unexpected REMOVEs {extra:?} after {got:?}"
+        );
+        got
     }
 
-    /// Pages installed by COPY so far.
+    /// Pages installed by COPY so far, counting every COPY that woke a thread before this
+    /// call (the serving thread answers a ping only between batches).
     pub fn installed(&self) -> u64 {
+        rustix::io::write(&*self.ping, &1u64.to_ne_bytes()).expect("ping");
+        self.pong
+            .recv_timeout(super::TIMEOUT)
+            .expect("the handler answers pings");
         self.installed.load(Ordering::SeqCst)
     }
 }
@@ -97,7 +124,7 @@ impl Served {
         r.offset + (addr - r.base_host_virt_addr)
     }
 
-    fn run(&self, stop: &OwnedFd) {
+    fn run(&self, stop: &OwnedFd, ping: &OwnedFd) {
         let mut buf = EventBuffer::new(64);
         let mut retry: Vec<u64> = Vec::new();
         let size = PageSize::from_bytes(self.page).expect("page size");
@@ -107,6 +134,7 @@ impl Served {
             let mut fds = [
                 PollFd::new(&*self.uffd, PollFlags::IN),
                 PollFd::new(stop, PollFlags::IN),
+                PollFd::new(ping, PollFlags::IN),
             ];
             match rustix::event::poll(&mut fds, (!retry.is_empty()).then_some(&pace)) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
@@ -114,6 +142,13 @@ impl Served {
             }
             if fds[1].revents().contains(PollFlags::IN) {
                 return;
+            }
+            if fds[2].revents().contains(PollFlags::IN) {
+                let mut count = [0; 8];
+                rustix::io::read(ping, &mut count).expect("read the ping");
+                for _ in 0..u64::from_ne_bytes(count) {
+                    let _ = self.pong.send(());
+                }
             }
             let events: Vec<Event> = self.uffd.read_events(&mut buf).expect("read").collect();
             for event in &events {
