@@ -80,6 +80,45 @@ fn every_split_touches_every_page() {
 }
 
 #[test]
+fn kernel_mode_faults_reach_the_handler() {
+    let (_dir, peer, hs) = start("kernel-faults", sizes(), false);
+    let handler = TestHandler::serve(&hs, SEED, PAGE);
+    let model = Model::image(SEED, peer.image_size(), PAGE);
+    // The kernel reads never-touched pages (write(2) from guest memory): with a user-mode-only
+    // uffd this would be EFAULT; Firecracker's uffd delivers these faults, as KVM's.
+    let (offset, len) = (4 * MIB - 8 * PAGE, 16 * PAGE);
+    assert_hashes(
+        &peer.syscall_hash(offset, len).unwrap(),
+        &model,
+        offset,
+        len,
+    );
+    assert_eq!(handler.installed(), len / PAGE);
+}
+
+#[test]
+fn the_driver_is_shared_by_threads() {
+    let (_dir, peer, hs) = start("shared-driver", sizes(), false);
+    let _handler = TestHandler::serve(&hs, SEED, PAGE);
+    let model = Model::image(SEED, peer.image_size(), PAGE);
+    let part = peer.image_size() / 8;
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            let (peer, model) = (&peer, &model);
+            s.spawn(move || {
+                let offset = i * part;
+                peer.touch(Touch::read(offset, part, 2)).unwrap();
+                assert_hashes(&peer.hash(offset, part).unwrap(), model, offset, part);
+                assert_eq!(
+                    peer.read(offset, 8).unwrap(),
+                    model.bytes[offset as usize..][..8]
+                );
+            });
+        }
+    });
+}
+
+#[test]
 fn writes_and_reads_across_regions() {
     let (_dir, peer, hs) = start("writes", sizes(), false);
     let _handler = TestHandler::serve(&hs, SEED, PAGE);

@@ -10,6 +10,7 @@ use uffd_handler::peer::{PeerArgs, run};
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     run(&PeerArgs::parse())

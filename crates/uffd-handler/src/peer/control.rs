@@ -43,6 +43,16 @@ pub enum Command {
         #[serde(default)]
         threads: u32,
     },
+    /// Like [`Command::Hash`], but the kernel reads the bytes: each block is written from
+    /// guest memory into a pipe with `write(2)` (as a device model's I/O does), so its faults
+    /// are raised in kernel mode. A user-mode-only uffd would fail them (EFAULT); Firecracker's
+    /// is not, so they reach the handler as KVM's do.
+    SyscallHash {
+        /// Image offset.
+        offset: u64,
+        /// Bytes.
+        len: u64,
+    },
     /// The bytes of a small range (at most [`MAX_INLINE_BYTES`]), read volatile.
     Read {
         /// Image offset.
@@ -181,7 +191,7 @@ pub struct Response {
 pub enum Reply {
     /// [`Command::Touch`] finished.
     Touched(TouchReport),
-    /// [`Command::Hash`]: one hash per [`BLOCK`].
+    /// [`Command::Hash`] and [`Command::SyscallHash`]: one hash per [`BLOCK`].
     Hashes(Vec<u64>),
     /// [`Command::Read`]: the bytes as lowercase hex.
     Bytes(String),

@@ -320,6 +320,20 @@ impl PeerProcess {
         self.start_hash(offset, len, 1)?.wait()
     }
 
+    /// [`block_hash`](crate::peer::block_hash) of every 4 KiB block of the range as the
+    /// kernel reads it ([`Command::SyscallHash`]: faults raised in kernel mode).
+    pub fn syscall_hash(&self, offset: u64, len: u64) -> Result<Vec<u64>, PeerError> {
+        self.start_as(
+            Command::SyscallHash { offset, len },
+            "syscall_hash",
+            |r| match r {
+                Reply::Hashes(hashes) => Some(hashes),
+                _ => None,
+            },
+        )?
+        .wait()
+    }
+
     /// The bytes of a small range.
     pub fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, PeerError> {
         let hex = self

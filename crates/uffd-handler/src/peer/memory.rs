@@ -3,9 +3,11 @@
 //! every access to guest bytes is a volatile load or store checked against the mappings first.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use rustix::mm::{Advice, MapFlags, ProtFlags};
+use rustix::pipe::PipeFlags;
 
 use crate::peer::control::{BLOCK, PageFlags, RemoteError, RemoteErrorKind};
 use crate::peer::pattern::{HASH_START, hash_step};
@@ -177,6 +179,36 @@ impl GuestMemory {
             // for the whole block); read volatile as in `load_word`.
             hash_step(h, u64::from_le(unsafe { base.add(i).read_volatile() }))
         })
+    }
+
+    /// [`crate::peer::block_hash`] of each [`BLOCK`] of the range as the kernel reads it:
+    /// `write(2)` from guest memory into a pipe, then read back here.
+    pub(crate) fn hash_via_kernel(&self, offset: u64, len: u64) -> io::Result<Vec<u64>> {
+        let (out, into) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
+        let mut block = vec![0u8; BLOCK as usize];
+        let mut hashes = Vec::with_capacity((len / BLOCK) as usize);
+        for at in (offset..offset + len).step_by(BLOCK as usize) {
+            let base = std::ptr::with_exposed_provenance::<u8>(self.address(at, BLOCK));
+            let mut sent = 0;
+            while sent < block.len() {
+                // SAFETY: the rest of the block lies inside a live mapping (checked by
+                // `address`); the kernel only reads it. A block fits in an empty pipe (64 KiB).
+                let n = unsafe {
+                    libc::write(into.as_raw_fd(), base.add(sent).cast(), block.len() - sent)
+                };
+                match n {
+                    n if n >= 0 => sent += n as usize,
+                    _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+                    _ => return Err(io::Error::last_os_error()),
+                }
+            }
+            let mut got = 0;
+            while got < block.len() {
+                got += rustix::io::read(&out, &mut block[got..])?;
+            }
+            hashes.push(crate::peer::block_hash(&block));
+        }
+        Ok(hashes)
     }
 
     /// Copies the bytes at `offset` into `buf`, volatile.

@@ -23,6 +23,13 @@ pub(crate) fn execute(mem: &GuestMemory, command: Command) -> Result<Reply, Remo
             len,
             threads,
         } => hash(mem, offset, len, threads).map(Reply::Hashes),
+        Command::SyscallHash { offset, len } => {
+            mem.check(offset, len, BLOCK)?;
+            let hashes = mem
+                .hash_via_kernel(offset, len)
+                .map_err(|e| system("write(2) of guest memory into a pipe", e))?;
+            Ok(Reply::Hashes(hashes))
+        }
         Command::Read { offset, len } => {
             inline_limit(len)?;
             mem.check(offset, len, 1)?;
