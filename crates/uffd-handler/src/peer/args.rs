@@ -33,6 +33,9 @@ pub struct PeerArgs {
     /// from v1.12).
     #[arg(long)]
     pub keep_socket: Option<bool>,
+    /// vCPUs of a KVM guest over the guest memory (0: no KVM guest).
+    #[arg(long, default_value_t = 0)]
+    pub kvm_vcpus: u32,
     /// Unmapped bytes between regions (rounded up to 2 MiB).
     #[arg(long, default_value_t = DEFAULT_GAP, value_parser = parse_size)]
     pub gap: u64,
@@ -55,6 +58,9 @@ impl PeerArgs {
         ]);
         if self.hugetlb {
             args.push("--hugetlb".into());
+        }
+        if self.kvm_vcpus > 0 {
+            args.extend(["--kvm-vcpus".into(), self.kvm_vcpus.to_string().into()]);
         }
         if let Some(keep) = self.keep_socket {
             args.extend(["--keep-socket".into(), keep.to_string().into()]);
@@ -122,6 +128,7 @@ mod tests {
             hugetlb: false,
             payload: PayloadVersion::V1_7,
             keep_socket: Some(true),
+            kvm_vcpus: 3,
             gap: 4 << 20,
         };
         let mut argv = vec![OsString::from("vmm-peer")];

@@ -53,6 +53,21 @@ pub enum Command {
         /// Bytes.
         len: u64,
     },
+    /// Runs the KVM guest program (the peer must have been started with KVM vCPUs) on
+    /// `vcpus` vCPUs, each on a contiguous chunk of the range: with `write`, each 4 KiB block's
+    /// first little-endian `u32` becomes [`crate::peer::kvm_word`]`(seed, block offset)`; then
+    /// every block is summed by the guest ([`crate::peer::kvm_block_sum`]). Offset and length
+    /// are multiples of [`BLOCK`]. Concurrent KVM touches must cover disjoint ranges.
+    KvmTouch {
+        /// Image offset (= guest-physical address).
+        offset: u64,
+        /// Bytes.
+        len: u64,
+        /// vCPUs to use (0 is taken as 1), at most as many as the peer has.
+        vcpus: u32,
+        /// The seed of the words to write first, if any.
+        write: Option<u32>,
+    },
     /// The bytes of a small range (at most [`MAX_INLINE_BYTES`]), read volatile.
     Read {
         /// Image offset.
@@ -195,6 +210,8 @@ pub enum Reply {
     Hashes(Vec<u64>),
     /// [`Command::Read`]: the bytes as lowercase hex.
     Bytes(String),
+    /// [`Command::KvmTouch`] finished.
+    KvmTouched(KvmReport),
     /// [`Command::Write`] stored this many bytes.
     Written(u64),
     /// [`Command::MadviseDontneed`] returned after this many nanoseconds.
@@ -220,6 +237,15 @@ pub struct TouchReport {
     /// Wrapping sum of the first 8 bytes (little-endian `u64`) of every page read, or of every
     /// word written, over all accesses.
     pub checksum: u64,
+}
+
+/// What a [`Command::KvmTouch`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvmReport {
+    /// The guest's [`crate::peer::kvm_block_sum`] of every 4 KiB block, in order.
+    pub sums: Vec<u32>,
+    /// From the first vCPU's start until the last one reported done.
+    pub elapsed_ns: u64,
 }
 
 /// The bits of one `/proc/self/pagemap` entry the tests care about, as one byte.
@@ -308,7 +334,7 @@ pub enum Startup {
     Ready(ReadyInfo),
     /// Startup failed at `stage`; the peer exits with status 2.
     Failed {
-        /// `mmap`, `uffd`, `register`, `connect` or `send`.
+        /// `args`, `mmap`, `uffd`, `register`, `kvm`, `connect` or `send`.
         stage: String,
         /// The error.
         message: String,
@@ -326,6 +352,9 @@ pub struct ReadyInfo {
     pub handshake: String,
     /// The peer's own copy of the uffd (its fd number in the peer).
     pub uffd_fd: i32,
+    /// vCPUs of the KVM guest (0: no KVM guest).
+    #[serde(default)]
+    pub kvm_vcpus: u32,
 }
 
 /// Lowercase hex of `bytes`.

@@ -18,8 +18,8 @@ use rustix::process::{Pid, PidfdFlags, Signal};
 use uffd_core::PageSize;
 
 use crate::peer::control::{
-    Command, PageFlags, ReadyInfo, RemoteError, Reply, Request, Response, Startup, Touch,
-    TouchReport, WriteData, from_hex, to_hex,
+    Command, KvmReport, PageFlags, ReadyInfo, RemoteError, Reply, Request, Response, Startup,
+    Touch, TouchReport, WriteData, from_hex, to_hex,
 };
 use crate::peer::error::PeerError;
 use crate::peer::{DEFAULT_GAP, HandshakeRegion, PayloadVersion, PeerArgs};
@@ -49,6 +49,9 @@ pub struct PeerConfig {
     pub keep_socket: Option<bool>,
     /// Unmapped address space between regions (rounded up to 2 MiB).
     pub gap: u64,
+    /// vCPUs of a KVM guest over the guest memory (0: none; startup then fails at stage
+    /// `kvm` where /dev/kvm is unusable).
+    pub kvm_vcpus: u32,
     /// The longest the driver waits for startup, for any answer, and for exit.
     pub request_timeout: Duration,
 }
@@ -65,6 +68,7 @@ impl PeerConfig {
             payload_version: PayloadVersion::V1_12,
             keep_socket: None,
             gap: DEFAULT_GAP,
+            kvm_vcpus: 0,
             request_timeout: Duration::from_secs(10),
         }
     }
@@ -103,6 +107,7 @@ impl PeerConfig {
             hugetlb: self.hugetlb,
             payload: self.payload_version,
             keep_socket: self.keep_socket,
+            kvm_vcpus: self.kvm_vcpus,
             gap: self.gap,
         }
     }
@@ -209,6 +214,7 @@ impl PeerProcess {
                 regions: Vec::new(),
                 handshake: String::new(),
                 uffd_fd: -1,
+                kvm_vcpus: 0,
             },
             page_size: config.page_size,
             timeout: config.request_timeout,
@@ -332,6 +338,37 @@ impl PeerProcess {
             },
         )?
         .wait()
+    }
+
+    /// Starts the KVM guest program over the range ([`Command::KvmTouch`]).
+    pub fn start_kvm_touch(
+        &self,
+        offset: u64,
+        len: u64,
+        vcpus: u32,
+        write: Option<u32>,
+    ) -> Result<Pending<'_, KvmReport>, PeerError> {
+        let command = Command::KvmTouch {
+            offset,
+            len,
+            vcpus,
+            write,
+        };
+        self.start_as(command, "kvm_touch", |r| match r {
+            Reply::KvmTouched(report) => Some(report),
+            _ => None,
+        })
+    }
+
+    /// Runs the KVM guest program over the range and waits for the per-block sums.
+    pub fn kvm_touch(
+        &self,
+        offset: u64,
+        len: u64,
+        vcpus: u32,
+        write: Option<u32>,
+    ) -> Result<KvmReport, PeerError> {
+        self.start_kvm_touch(offset, len, vcpus, write)?.wait()
     }
 
     /// The bytes of a small range.

@@ -13,15 +13,17 @@
 //! The driver, [`PeerProcess`], spawns the binary and turns each request into a method with a
 //! per-request timeout, so a touch blocked on a dead handler fails instead of hanging the test.
 //!
-//! A KVM workload (vCPUs touching guest memory) fits beside [`Command::Touch`]: the guest
-//! memory module hands out each region's address and size, which is what
-//! `KVM_SET_USER_MEMORY_REGION` needs.
+//! With KVM vCPUs (`--kvm-vcpus`, [`PeerConfig::kvm_vcpus`]) the peer also runs a KVM guest
+//! whose memory slots are the regions (guest-physical address = image offset, so images up to
+//! 3 GiB): [`Command::KvmTouch`] has vCPUs read (and optionally write) every block, so the
+//! faults reach the handler through KVM, as under Firecracker.
 
 mod args;
 pub mod control;
 mod driver;
 mod error;
 mod handshake;
+mod kvm;
 mod memory;
 mod ops;
 mod pattern;
@@ -29,11 +31,11 @@ mod serve;
 
 pub use args::{DEFAULT_GAP, PeerArgs, parse_size};
 pub use control::{
-    Access, BLOCK, Command, PageFlags, ReadyInfo, RemoteError, RemoteErrorKind, Reply, Split,
-    Touch, TouchReport, WriteData,
+    Access, BLOCK, Command, KvmReport, PageFlags, ReadyInfo, RemoteError, RemoteErrorKind, Reply,
+    Split, Touch, TouchReport, WriteData,
 };
 pub use driver::{PeerConfig, PeerProcess, Pending};
 pub use error::PeerError;
 pub use handshake::{HandshakeRegion, PayloadVersion, UnknownPayloadVersion, handshake_json};
-pub use pattern::{block_hash, touch_word, zero_block_hash};
+pub use pattern::{block_hash, kvm_block_sum, kvm_word, touch_word, zero_block_hash};
 pub use serve::{EXIT_STARTUP_FAILED, run};

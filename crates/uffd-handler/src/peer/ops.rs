@@ -8,15 +8,41 @@ use crate::peer::control::{
     Access, BLOCK, Command, MAX_INLINE_BYTES, RemoteError, RemoteErrorKind, Reply, Split, Touch,
     TouchReport, WriteData, from_hex, to_hex,
 };
+use crate::peer::kvm::KvmGuest;
 use crate::peer::memory::GuestMemory;
 use crate::peer::pattern::touch_word;
 
 /// Most threads one command may start.
 pub(crate) const MAX_THREADS: u32 = 1024;
 
+/// What the commands act on: guest memory, and the KVM guest over it if there is one.
+#[derive(Debug)]
+pub(crate) struct Guest {
+    /// The guest memory.
+    pub(crate) memory: GuestMemory,
+    /// The KVM guest.
+    pub(crate) kvm: Option<KvmGuest>,
+}
+
 /// Runs a memory command (not `CloseSocket` or `Exit`, which the serving loop handles).
-pub(crate) fn execute(mem: &GuestMemory, command: Command) -> Result<Reply, RemoteError> {
+pub(crate) fn execute(guest: &Guest, command: Command) -> Result<Reply, RemoteError> {
+    let mem = &guest.memory;
     match command {
+        Command::KvmTouch {
+            offset,
+            len,
+            vcpus,
+            write,
+        } => {
+            let kvm = guest.kvm.as_ref().ok_or_else(|| {
+                RemoteError::new(
+                    RemoteErrorKind::BadRequest,
+                    "the peer was started without KVM vCPUs (--kvm-vcpus)",
+                )
+            })?;
+            mem.check(offset, len, BLOCK)?;
+            kvm.touch(offset, len, vcpus, write).map(Reply::KvmTouched)
+        }
         Command::Touch(touch) => self::touch(mem, touch).map(Reply::Touched),
         Command::Hash {
             offset,

@@ -42,6 +42,19 @@ pub const fn touch_word(seed: u64, page: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The word the KVM guest writes at the start of the 4 KiB block at image offset
+/// `block_offset`: `seed + block_offset / 4096`, wrapping.
+pub const fn kvm_word(seed: u32, block_offset: u64) -> u32 {
+    seed.wrapping_add((block_offset / BLOCK) as u32)
+}
+
+/// The KVM guest's checksum of a block: the wrapping sum of its little-endian `u32` words.
+pub fn kvm_block_sum(bytes: &[u8]) -> u32 {
+    bytes.chunks_exact(4).fold(0u32, |s, w| {
+        s.wrapping_add(u32::from_le_bytes(w.try_into().expect("4 bytes")))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,6 +67,17 @@ mod tests {
         let expected = hash_step(hash_step(FNV_OFFSET, 1), 0);
         assert_eq!(block_hash(&bytes), expected);
         assert_ne!(block_hash(&bytes), zero_block_hash());
+    }
+
+    #[test]
+    fn kvm_functions() {
+        assert_eq!(kvm_word(10, 3 * BLOCK), 13);
+        assert_eq!(kvm_word(u32::MAX, BLOCK), 0);
+        let mut block = [0u8; 16];
+        block[0] = 1;
+        block[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        block[8] = 2;
+        assert_eq!(kvm_block_sum(&block), 2);
     }
 
     #[test]

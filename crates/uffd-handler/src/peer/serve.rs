@@ -13,7 +13,9 @@ use uffd_core::{Features, PageSize, Range, RegisterMode, Uffd, UffdBuilder};
 use crate::peer::control::{
     Command, ReadyInfo, RemoteError, RemoteErrorKind, Reply, Request, Response, Startup,
 };
+use crate::peer::kvm::KvmGuest;
 use crate::peer::memory::GuestMemory;
+use crate::peer::ops::Guest;
 use crate::peer::{HandshakeRegion, PeerArgs, handshake_json, ops};
 
 /// Exit status of a peer whose startup failed (after its `failed` line).
@@ -47,7 +49,7 @@ pub fn run(args: &PeerArgs) -> ExitCode {
 
 /// A peer that has sent its handshake.
 struct Peer {
-    memory: Arc<GuestMemory>,
+    guest: Arc<Guest>,
     /// Kept open for the process's lifetime, as Firecracker keeps its copy.
     _uffd: Uffd,
     socket: Mutex<Option<UnixStream>>,
@@ -82,18 +84,23 @@ fn start(args: &PeerArgs) -> Result<Peer, (&'static str, String)> {
         uffd.register(range, RegisterMode::MISSING)
             .map_err(|e| ("register", format!("{range}: {e}")))?;
     }
+    let kvm = (args.kvm_vcpus > 0)
+        .then(|| KvmGuest::new(&memory, args.kvm_vcpus))
+        .transpose()
+        .map_err(|e| ("kvm", e))?;
     let handshake = handshake_json(&regions, args.payload);
     let socket = UnixStream::connect(&args.socket)
         .map_err(|e| ("connect", format!("{}: {e}", args.socket.display())))?;
     send_with_fd(&socket, handshake.as_bytes(), &uffd).map_err(|e| ("send", e.to_string()))?;
     let socket = args.keeps_socket().then_some(socket);
     Ok(Peer {
-        memory: Arc::new(memory),
+        guest: Arc::new(Guest { memory, kvm }),
         info: ReadyInfo {
             pid: std::process::id(),
             regions,
             handshake,
             uffd_fd: uffd.as_raw_fd(),
+            kvm_vcpus: args.kvm_vcpus,
         },
         _uffd: uffd,
         socket: Mutex::new(socket),
@@ -152,11 +159,11 @@ impl Peer {
                     respond(request.id, Ok(Reply::SocketClosed));
                 }
                 command => {
-                    let memory = Arc::clone(&peer.memory);
+                    let guest = Arc::clone(&peer.guest);
                     let id = request.id;
                     let spawned = std::thread::Builder::new()
                         .name(format!("req-{id}"))
-                        .spawn(move || respond(id, execute_caught(&memory, command)));
+                        .spawn(move || respond(id, execute_caught(&guest, command)));
                     if let Err(e) = spawned {
                         let error = RemoteError::new(
                             RemoteErrorKind::System,
@@ -172,9 +179,9 @@ impl Peer {
 }
 
 /// Runs a memory command; a panic (a bug) becomes a typed error rather than a lost answer.
-fn execute_caught(memory: &GuestMemory, command: Command) -> Result<Reply, RemoteError> {
+fn execute_caught(guest: &Guest, command: Command) -> Result<Reply, RemoteError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        ops::execute(memory, command)
+        ops::execute(guest, command)
     }))
     .unwrap_or_else(|panic| {
         let what = panic

@@ -16,7 +16,9 @@ use std::time::Duration;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
 use serde::Deserialize;
-use uffd_handler::peer::{BLOCK, PeerConfig, PeerProcess, block_hash, touch_word};
+use uffd_handler::peer::{
+    BLOCK, PeerConfig, PeerProcess, block_hash, kvm_block_sum, kvm_word, touch_word,
+};
 
 pub use handler::TestHandler;
 
@@ -161,14 +163,17 @@ pub fn accept_handshake(listener: &UnixListener) -> Handshake {
 /// the handler received from it.
 pub fn start(test: &str, regions: Vec<u64>, hugetlb: bool) -> (SocketDir, PeerProcess, Handshake) {
     let dir = SocketDir::new(test);
+    let config = config(&dir, regions, hugetlb);
     let listener = dir.listen();
-    let mut config = PeerConfig::new(PEER_BIN, dir.socket(), regions).timeout(TIMEOUT);
-    if hugetlb {
-        config = config.hugetlb();
-    }
     let peer = PeerProcess::spawn(config).expect("spawn the peer");
     let handshake = accept_handshake(&listener);
     (dir, peer, handshake)
+}
+
+/// The configuration [`start`] uses.
+pub fn config(dir: &SocketDir, regions: Vec<u64>, hugetlb: bool) -> PeerConfig {
+    let config = PeerConfig::new(PEER_BIN, dir.socket(), regions).timeout(TIMEOUT);
+    if hugetlb { config.hugetlb() } else { config }
 }
 
 /// Word `i` (8 bytes) of the snapshot image with `seed`: splitmix64 of its index.
@@ -214,6 +219,21 @@ impl Model {
         for p in (offset..offset + len).step_by(self.page as usize) {
             self.write(p, &touch_word(seed, p / self.page).to_le_bytes());
         }
+    }
+
+    /// What a KVM touch with write `seed` stores (the first `u32` of every block).
+    pub fn kvm_write(&mut self, offset: u64, len: u64, seed: u32) {
+        for b in (offset..offset + len).step_by(BLOCK as usize) {
+            self.write(b, &kvm_word(seed, b).to_le_bytes());
+        }
+    }
+
+    /// The KVM guest's sums of a range's blocks.
+    pub fn kvm_sums(&self, offset: u64, len: u64) -> Vec<u32> {
+        self.bytes[offset as usize..(offset + len) as usize]
+            .chunks_exact(BLOCK as usize)
+            .map(kvm_block_sum)
+            .collect()
     }
 
     /// The little-endian word at `offset`.
