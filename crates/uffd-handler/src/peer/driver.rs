@@ -4,114 +4,26 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command as Process, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, PidfdFlags, Signal};
 use uffd_core::PageSize;
 
-use crate::peer::control::{
-    Command, KvmReport, PageFlags, ReadyInfo, RemoteError, Reply, Request, Response, Startup,
-    Touch, TouchReport, WriteData, from_hex, to_hex,
-};
-use crate::peer::error::PeerError;
-use crate::peer::{DEFAULT_GAP, HandshakeRegion, PayloadVersion, PeerArgs};
+use crate::peer::control::{Command, ReadyInfo, RemoteError, Reply, Request, Response, Startup};
+use crate::peer::{HandshakeRegion, PeerConfig, PeerError, Pending};
 
 /// Lines of the peer's stderr kept for error messages.
 const STDERR_TAIL: usize = 64;
 
 /// One request's answer as the peer sent it.
-type Answer = Result<Reply, RemoteError>;
-
-/// How to start a peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerConfig {
-    /// The `vmm-peer` binary (tests: `env!("CARGO_BIN_EXE_vmm-peer")`).
-    pub binary: PathBuf,
-    /// The handler's socket, which must already be listening.
-    pub socket: PathBuf,
-    /// Region sizes in bytes, in guest-physical order; each a multiple of the page size.
-    pub regions: Vec<u64>,
-    /// The page size declared to the handler and the unit of touches and madvise.
-    pub page_size: PageSize,
-    /// Map guest memory with `MAP_HUGETLB|MAP_HUGE_2MB` (needs 2 MiB pages).
-    pub hugetlb: bool,
-    /// The Firecracker generation whose handshake to send.
-    pub payload_version: PayloadVersion,
-    /// Keep the socket open after the handshake; `None`: as that generation does.
-    pub keep_socket: Option<bool>,
-    /// Unmapped address space between regions (rounded up to 2 MiB).
-    pub gap: u64,
-    /// vCPUs of a KVM guest over the guest memory (0: none; startup then fails at stage
-    /// `kvm` where /dev/kvm is unusable).
-    pub kvm_vcpus: u32,
-    /// The longest the driver waits for startup, for any answer, and for exit.
-    pub request_timeout: Duration,
-}
-
-impl PeerConfig {
-    /// 4 KiB pages, no hugetlb, the v1.12+ payload, a 10 s timeout.
-    pub fn new(binary: impl Into<PathBuf>, socket: impl Into<PathBuf>, regions: Vec<u64>) -> Self {
-        PeerConfig {
-            binary: binary.into(),
-            socket: socket.into(),
-            regions,
-            page_size: PageSize::Base4K,
-            hugetlb: false,
-            payload_version: PayloadVersion::V1_12,
-            keep_socket: None,
-            gap: DEFAULT_GAP,
-            kvm_vcpus: 0,
-            request_timeout: Duration::from_secs(10),
-        }
-    }
-
-    /// 2 MiB hugetlbfs pages.
-    pub fn hugetlb(self) -> Self {
-        PeerConfig {
-            page_size: PageSize::Huge2M,
-            hugetlb: true,
-            ..self
-        }
-    }
-
-    /// Another payload version.
-    pub fn payload(self, payload_version: PayloadVersion) -> Self {
-        PeerConfig {
-            payload_version,
-            ..self
-        }
-    }
-
-    /// Another request timeout.
-    pub fn timeout(self, request_timeout: Duration) -> Self {
-        PeerConfig {
-            request_timeout,
-            ..self
-        }
-    }
-
-    /// The peer's command line.
-    pub fn args(&self) -> PeerArgs {
-        PeerArgs {
-            socket: self.socket.clone(),
-            regions: self.regions.clone(),
-            page_size: self.page_size.bytes(),
-            hugetlb: self.hugetlb,
-            payload: self.payload_version,
-            keep_socket: self.keep_socket,
-            kvm_vcpus: self.kvm_vcpus,
-            gap: self.gap,
-        }
-    }
-}
+pub(super) type Answer = Result<Reply, RemoteError>;
 
 /// What the reader thread shares with the driver.
 #[derive(Default)]
@@ -275,176 +187,19 @@ impl PeerProcess {
         self.page_size
     }
 
+    /// The longest the driver waits for an answer or an exit.
+    pub fn request_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether the peer's output has ended (it exited): no answer will come any more.
+    pub(super) fn output_ended(&self) -> bool {
+        self.shared.pending.lock().is_none()
+    }
+
     /// The last lines the peer wrote to stderr.
     pub fn stderr_tail(&self) -> String {
         self.shared.stderr_tail()
-    }
-
-    /// Sends `command` without waiting for its answer.
-    pub fn start(&self, command: Command) -> Result<Pending<'_, Reply>, PeerError> {
-        self.start_as(command, "request", Some)
-    }
-
-    /// Sends `command` and waits for its answer.
-    pub fn request(&self, command: Command) -> Result<Reply, PeerError> {
-        self.start(command)?.wait()
-    }
-
-    /// Starts a touch; [`Pending::wait`] gives its report.
-    pub fn start_touch(&self, touch: Touch) -> Result<Pending<'_, TouchReport>, PeerError> {
-        self.start_as(Command::Touch(touch), "touch", |r| match r {
-            Reply::Touched(report) => Some(report),
-            _ => None,
-        })
-    }
-
-    /// Touches pages and waits until every thread is done.
-    pub fn touch(&self, touch: Touch) -> Result<TouchReport, PeerError> {
-        self.start_touch(touch)?.wait()
-    }
-
-    /// Starts hashing every 4 KiB block of the range from `threads` threads.
-    pub fn start_hash(
-        &self,
-        offset: u64,
-        len: u64,
-        threads: u32,
-    ) -> Result<Pending<'_, Vec<u64>>, PeerError> {
-        let command = Command::Hash {
-            offset,
-            len,
-            threads,
-        };
-        self.start_as(command, "hash", |r| match r {
-            Reply::Hashes(hashes) => Some(hashes),
-            _ => None,
-        })
-    }
-
-    /// [`block_hash`](crate::peer::block_hash) of every 4 KiB block of the range.
-    pub fn hash(&self, offset: u64, len: u64) -> Result<Vec<u64>, PeerError> {
-        self.start_hash(offset, len, 1)?.wait()
-    }
-
-    /// [`block_hash`](crate::peer::block_hash) of every 4 KiB block of the range as the
-    /// kernel reads it ([`Command::SyscallHash`]: faults raised in kernel mode).
-    pub fn syscall_hash(&self, offset: u64, len: u64) -> Result<Vec<u64>, PeerError> {
-        self.start_as(
-            Command::SyscallHash { offset, len },
-            "syscall_hash",
-            |r| match r {
-                Reply::Hashes(hashes) => Some(hashes),
-                _ => None,
-            },
-        )?
-        .wait()
-    }
-
-    /// Starts the KVM guest program over the range ([`Command::KvmTouch`]).
-    pub fn start_kvm_touch(
-        &self,
-        offset: u64,
-        len: u64,
-        vcpus: u32,
-        write: Option<u32>,
-    ) -> Result<Pending<'_, KvmReport>, PeerError> {
-        let command = Command::KvmTouch {
-            offset,
-            len,
-            vcpus,
-            write,
-        };
-        self.start_as(command, "kvm_touch", |r| match r {
-            Reply::KvmTouched(report) => Some(report),
-            _ => None,
-        })
-    }
-
-    /// Runs the KVM guest program over the range and waits for the per-block sums.
-    pub fn kvm_touch(
-        &self,
-        offset: u64,
-        len: u64,
-        vcpus: u32,
-        write: Option<u32>,
-    ) -> Result<KvmReport, PeerError> {
-        self.start_kvm_touch(offset, len, vcpus, write)?.wait()
-    }
-
-    /// The bytes of a small range.
-    pub fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, PeerError> {
-        let hex = self
-            .start_as(Command::Read { offset, len }, "read", |r| match r {
-                Reply::Bytes(hex) => Some(hex),
-                _ => None,
-            })?
-            .wait()?;
-        from_hex(&hex).ok_or_else(|| PeerError::Protocol(format!("read answered {hex:?}")))
-    }
-
-    /// Stores `data` at `offset`.
-    pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), PeerError> {
-        self.write_data(offset, WriteData::Hex(to_hex(data)))
-    }
-
-    /// Stores `len` copies of `byte` at `offset`.
-    pub fn fill(&self, offset: u64, len: u64, byte: u8) -> Result<(), PeerError> {
-        self.write_data(offset, WriteData::Fill { byte, len })
-    }
-
-    fn write_data(&self, offset: u64, data: WriteData) -> Result<(), PeerError> {
-        self.start_as(Command::Write { offset, data }, "write", |r| match r {
-            Reply::Written(_) => Some(()),
-            _ => None,
-        })?
-        .wait()
-    }
-
-    /// Starts `madvise(MADV_DONTNEED)` of the range; it completes once the handler has read
-    /// the REMOVE events.
-    pub fn start_madvise_dontneed(
-        &self,
-        offset: u64,
-        len: u64,
-    ) -> Result<Pending<'_, Duration>, PeerError> {
-        let command = Command::MadviseDontneed { offset, len };
-        self.start_as(command, "madvise_dontneed", |r| match r {
-            Reply::Madvised { elapsed_ns } => Some(Duration::from_nanos(elapsed_ns)),
-            _ => None,
-        })
-    }
-
-    /// `madvise(MADV_DONTNEED)` of the range, as a balloon inflate; the time it took.
-    pub fn madvise_dontneed(&self, offset: u64, len: u64) -> Result<Duration, PeerError> {
-        self.start_madvise_dontneed(offset, len)?.wait()
-    }
-
-    /// The pagemap bits of every 4 KiB block of the range.
-    pub fn pagemap(&self, offset: u64, len: u64) -> Result<Vec<PageFlags>, PeerError> {
-        self.start_as(Command::Pagemap { offset, len }, "pagemap", |r| match r {
-            Reply::Pagemap(flags) => Some(flags),
-            _ => None,
-        })?
-        .wait()
-    }
-
-    /// Closes the peer's end of the handshake socket (the handler sees POLLHUP).
-    pub fn close_socket(&self) -> Result<(), PeerError> {
-        self.start_as(Command::CloseSocket, "close_socket", |r| match r {
-            Reply::SocketClosed => Some(()),
-            _ => None,
-        })?
-        .wait()
-    }
-
-    /// Asks the peer to exit and waits for it.
-    pub fn exit(&self) -> Result<ExitStatus, PeerError> {
-        self.start_as(Command::Exit, "exit", |r| match r {
-            Reply::Exiting => Some(()),
-            _ => None,
-        })?
-        .wait()?;
-        self.wait()
     }
 
     /// Sends SIGKILL (a no-op once the peer is gone).
@@ -489,7 +244,8 @@ impl PeerProcess {
         }
     }
 
-    fn start_as<T>(
+    /// Sends `command`; its answer will be converted by `convert` (`None`: the wrong reply).
+    pub(super) fn start_as<T>(
         &self,
         command: Command,
         what: &'static str,
@@ -513,23 +269,18 @@ impl PeerProcess {
             self.forget(id);
             return Err(self.exited_error());
         }
-        Ok(Pending {
-            peer: self,
-            id,
-            what,
-            rx,
-            convert,
-        })
+        Ok(Pending::new(self, id, what, rx, convert))
     }
 
-    fn forget(&self, id: u64) {
+    /// Abandons request `id` (a late answer is dropped).
+    pub(super) fn forget(&self, id: u64) {
         if let Some(pending) = self.shared.pending.lock().as_mut() {
             pending.remove(&id);
         }
     }
 
     /// The error for a peer whose output ended: its exit status once it is reaped.
-    fn exited_error(&self) -> PeerError {
+    pub(super) fn exited_error(&self) -> PeerError {
         let status = self.wait().ok();
         PeerError::Exited {
             status,
@@ -555,76 +306,6 @@ impl Drop for PeerProcess {
                 let _ = thread.join();
             }
         }
-    }
-}
-
-/// A request sent and not yet answered.
-#[must_use = "a pending request is waited for, or its answer is lost"]
-pub struct Pending<'a, T> {
-    peer: &'a PeerProcess,
-    id: u64,
-    what: &'static str,
-    rx: Receiver<Answer>,
-    convert: fn(Reply) -> Option<T>,
-}
-
-impl<T> std::fmt::Debug for Pending<'_, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending")
-            .field("id", &self.id)
-            .field("what", &self.what)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<T> Pending<'_, T> {
-    /// The request's id.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// Whether the answer (or the peer's exit) has arrived; [`Pending::wait`] then returns at
-    /// once.
-    pub fn is_done(&self) -> bool {
-        !self.rx.is_empty() || self.peer.shared.pending.lock().is_none()
-    }
-
-    /// Waits (at most the request timeout) for the answer.
-    pub fn wait(self) -> Result<T, PeerError> {
-        let timeout = self.peer.timeout;
-        self.wait_timeout(timeout)
-    }
-
-    /// Waits at most `timeout` for the answer. On timeout the request is abandoned (a late
-    /// answer is dropped) and the peer keeps running: [`PeerProcess::kill`] it if it hangs.
-    pub fn wait_timeout(self, timeout: Duration) -> Result<T, PeerError> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(answer) => self.finish(answer),
-            Err(RecvTimeoutError::Timeout) => {
-                self.peer.forget(self.id);
-                Err(PeerError::Timeout {
-                    request: format!("{} (request {})", self.what, self.id),
-                    after: timeout,
-                })
-            }
-            Err(RecvTimeoutError::Disconnected) => Err(self.peer.exited_error()),
-        }
-    }
-
-    /// The answer if it has arrived (or the peer exited), without waiting; else `self` back.
-    pub fn try_wait(self) -> Result<Result<T, PeerError>, Self> {
-        match self.rx.try_recv() {
-            Ok(answer) => Ok(self.finish(answer)),
-            Err(TryRecvError::Empty) => Err(self),
-            Err(TryRecvError::Disconnected) => Ok(Err(self.peer.exited_error())),
-        }
-    }
-
-    fn finish(&self, answer: Answer) -> Result<T, PeerError> {
-        let reply = answer.map_err(PeerError::Remote)?;
-        (self.convert)(reply.clone()).ok_or_else(|| {
-            PeerError::Protocol(format!("{} was answered with {reply:?}", self.what))
-        })
     }
 }
 

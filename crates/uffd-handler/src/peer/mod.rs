@@ -19,6 +19,8 @@
 //! faults reach the handler through KVM, as under Firecracker.
 
 mod args;
+mod commands;
+mod config;
 pub mod control;
 mod driver;
 mod error;
@@ -27,15 +29,18 @@ mod kvm;
 mod memory;
 mod ops;
 mod pattern;
+mod pending;
 mod serve;
 
 pub use args::{DEFAULT_GAP, PeerArgs, parse_size};
+pub use config::PeerConfig;
 pub use control::{
     Access, BLOCK, Command, KvmReport, PageFlags, ReadyInfo, RemoteError, RemoteErrorKind, Reply,
     Split, Touch, TouchReport, WriteData,
 };
-pub use driver::{PeerConfig, PeerProcess, Pending};
+pub use driver::PeerProcess;
 pub use error::PeerError;
 pub use handshake::{HandshakeRegion, PayloadVersion, UnknownPayloadVersion, handshake_json};
 pub use pattern::{block_hash, kvm_block_sum, kvm_word, touch_word, zero_block_hash};
+pub use pending::Pending;
 pub use serve::{EXIT_STARTUP_FAILED, run};
