@@ -105,16 +105,25 @@ impl PeerProcess {
         let (startup_tx, startup_rx) = crossbeam_channel::bounded(1);
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        let threads = vec![
-            spawn_thread("peer-stdout", {
-                let shared = Arc::clone(&shared);
-                move || read_stdout(BufReader::new(stdout), &shared, startup_tx)
-            })?,
-            spawn_thread("peer-stderr", {
-                let shared = Arc::clone(&shared);
-                move || read_stderr(BufReader::new(stderr), &shared, pid)
-            })?,
-        ];
+        let spawned = spawn_thread("peer-stdout", {
+            let shared = Arc::clone(&shared);
+            move || read_stdout(BufReader::new(stdout), &shared, startup_tx)
+        })
+        .and_then(|reader| {
+            let shared = Arc::clone(&shared);
+            let logger = spawn_thread("peer-stderr", move || {
+                read_stderr(BufReader::new(stderr), &shared, pid)
+            })?;
+            Ok(vec![reader, logger])
+        });
+        let threads = match spawned {
+            Ok(threads) => threads,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
         let mut peer = PeerProcess {
             stdin: Mutex::new(child.stdin.take()),
             child: Mutex::new(child),
