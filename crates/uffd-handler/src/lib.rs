@@ -2,6 +2,8 @@
 
 pub mod engine;
 mod layout;
+pub mod peer;
+pub mod protocol;
 mod source;
 
 pub use engine::{CloseWhen, Engine, EngineConfig, EngineError, EngineExit, FatalError, PageSets};

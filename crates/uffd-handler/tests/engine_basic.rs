@@ -145,7 +145,7 @@ fn prefetch_installs_missing_pages_and_skips_removed_ones() {
     let (guest, engine) = start(1024, EngineConfig::default());
     guest.dontneed(100, 50);
     assert_eq!(guest.read_byte(0, 0), pattern(0));
-    let report = engine.prefetch(vec![0..1024 * PAGE]).wait(PAGE);
+    let report = engine.prefetch(std::iter::once(0..1024 * PAGE)).wait(PAGE);
     assert_eq!(report.installed_pages, 1024 - 50 - 1);
     assert_eq!(report.skipped_pages, 51);
     engine.settle();

@@ -10,8 +10,12 @@ pub enum HookPoint {
     AfterStateRead,
     /// Settle read lock held, about to issue the install ioctl.
     BeforeInstall,
+    /// Settle read lock held, the ioctl done (the faulting thread may already run), the new
+    /// state not yet recorded.
+    AfterInstall,
 }
 
 /// A test's callback: the point and the image offset of the page being installed. It may
 /// block (park the thread) until the test releases it.
+#[cfg(feature = "test-hooks")]
 pub type Hook = std::sync::Arc<dyn Fn(HookPoint, u64) + Send + Sync>;

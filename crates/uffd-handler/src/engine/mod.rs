@@ -327,10 +327,10 @@ impl Engine {
     }
 
     /// Prefetches the image byte ranges of `order`, in that order, in the background.
-    pub fn prefetch(&self, order: Vec<Span<u64>>) -> PrefetchHandle {
+    pub fn prefetch(&self, order: impl IntoIterator<Item = Span<u64>>) -> PrefetchHandle {
         let stop = Arc::new(AtomicBool::new(false));
         self.prefetches.lock().push(stop.clone());
-        prefetch::start(self.shared.clone(), order, stop)
+        prefetch::start(self.shared.clone(), order.into_iter().collect(), stop)
     }
 
     /// The page size in bytes.
@@ -462,7 +462,9 @@ impl Engine {
     fn graduate(&mut self) -> Result<(), EngineError> {
         let size = self.shared.layout.read().image_size();
         let started = Instant::now();
-        let report = self.prefetch(vec![0..size]).wait(self.page_bytes());
+        let report = self
+            .prefetch(std::iter::once(0..size))
+            .wait(self.page_bytes());
         tracing::info!(?report, elapsed = ?started.elapsed(), "graduation prefetch done");
         self.stop();
         // Pages a prefetch skipped because a fault held them are installed by now; holes stay
@@ -486,9 +488,13 @@ fn wait_pidfd(pidfd: &OwnedFd, timeout: Duration) -> bool {
         pidfd,
         rustix::event::PollFlags::IN,
     )];
-    let ts = rustix::event::Timespec {
-        tv_sec: timeout.as_secs() as i64,
-        tv_nsec: i64::from(timeout.subsec_nanos()),
-    };
-    matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(n) if n > 0)
+    matches!(rustix::event::poll(&mut fds, Some(&timespec(timeout))), Ok(n) if n > 0)
+}
+
+/// A poll timeout from a duration (saturating).
+pub(crate) fn timespec(d: Duration) -> rustix::event::Timespec {
+    rustix::event::Timespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(d.subsec_nanos()),
+    }
 }

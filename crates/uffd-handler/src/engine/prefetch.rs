@@ -226,6 +226,7 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
     if data_pages < pages {
         let _later = claim.split_off(first + data_pages);
     }
+    super::hook(shared, super::HookPoint::BeforeBarrier, first * bytes);
     let guard = shared.settle.read();
     if shared.closed.load(Ordering::Acquire) {
         return end;

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use page_tracker::PageRange;
-use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::event::{PollFd, PollFlags};
 use uffd_core::{Event, EventBuffer};
 
 use super::deferred::{Due, FaultKind};
@@ -66,13 +66,11 @@ pub(crate) fn run(shared: Arc<Shared>) {
 /// Polls the uffd and the stop eventfd; the timeout is the next deferred entry's due time, so
 /// a deferred fault never waits for an unrelated event.
 fn wait_readable(shared: &Shared) {
-    let timeout = shared.deferred.lock().next_due().map(|at| {
-        let left = at.saturating_duration_since(Instant::now());
-        Timespec {
-            tv_sec: left.as_secs() as i64,
-            tv_nsec: i64::from(left.subsec_nanos()),
-        }
-    });
+    let timeout = shared
+        .deferred
+        .lock()
+        .next_due()
+        .map(|at| super::timespec(at.saturating_duration_since(Instant::now())));
     let mut fds = [
         PollFd::new(&shared.uffd, PollFlags::IN),
         PollFd::new(&shared.stop_fd, PollFlags::IN),

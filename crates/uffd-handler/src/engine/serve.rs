@@ -185,6 +185,7 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
             return;
         }
     };
+    hook(shared, super::HookPoint::AfterInstall, page * page_bytes);
     let installed_pages = outcome.done / page_bytes;
     let fault_served = page < claim.pages().start() + installed_pages;
     if installed_pages > 0

@@ -13,6 +13,10 @@ use snapshot_format::{Chunk, LayeredSource};
 use uffd_core::{Features, PageSize, Range, RegisterMode, Uffd, UffdBuilder};
 use uffd_handler::{GuestLayout, GuestRegion, PageSource, SourceError};
 
+#[cfg(feature = "test-hooks")]
+pub mod parker;
+pub mod proc;
+
 pub const PAGE: u64 = 4096;
 
 /// Anonymous private guest memory, registered MISSING with its own uffd (the way a VMM does),
