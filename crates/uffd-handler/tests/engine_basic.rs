@@ -253,3 +253,27 @@ fn retry_exhaustion_raises_the_fatal_signal_with_every_error() {
     // After unregistering, the touch completes (anonymous memory reads zero once no handler).
     assert_eq!(toucher.join().unwrap(), 0);
 }
+
+#[test]
+fn the_working_set_records_first_touches_in_order() {
+    let config = EngineConfig {
+        record_working_set: true,
+        ..EngineConfig::default()
+    };
+    let (guest, engine) = start(32, config);
+    for p in [7u64, 8, 9, 2, 30, 8] {
+        let _ = guest.read_byte(p, 0);
+    }
+    guest.dontneed(20, 1);
+    let _ = guest.read_byte(20, 0);
+    engine.settle();
+    assert_eq!(
+        engine.working_set(),
+        vec![
+            7 * PAGE..10 * PAGE,
+            2 * PAGE..3 * PAGE,
+            30 * PAGE..31 * PAGE
+        ]
+    );
+    close(engine);
+}

@@ -59,6 +59,9 @@ pub struct EngineConfig {
     pub prefetch_workers: usize,
     /// Pages per prefetch COPY (at most).
     pub prefetch_chunk_pages: u64,
+    /// Record the order in which demand faults first install pages (the working set), to
+    /// replay as the prefetch order of the next restore.
+    pub record_working_set: bool,
     /// A callback at the named hook points (tests only).
     #[cfg(feature = "test-hooks")]
     pub hook: Option<Hook>,
@@ -75,6 +78,7 @@ impl Default for EngineConfig {
             defer_pacing: Duration::from_micros(200),
             prefetch_workers: 2,
             prefetch_chunk_pages: 512,
+            record_working_set: false,
             #[cfg(feature = "test-hooks")]
             hook: None,
         }
@@ -92,6 +96,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("defer_pacing", &self.defer_pacing)
             .field("prefetch_workers", &self.prefetch_workers)
             .field("prefetch_chunk_pages", &self.prefetch_chunk_pages)
+            .field("record_working_set", &self.record_working_set)
             .finish()
     }
 }
@@ -275,6 +280,7 @@ impl Engine {
             demand_active: AtomicUsize::new(0),
             exit_tx,
             exit_sent: AtomicBool::new(false),
+            working_set: Mutex::default(),
             config,
         });
         let readers = (0..shared.config.readers.max(1))
@@ -331,6 +337,21 @@ impl Engine {
         let stop = Arc::new(AtomicBool::new(false));
         self.prefetches.lock().push(stop.clone());
         prefetch::start(self.shared.clone(), order.into_iter().collect(), stop)
+    }
+
+    /// The working set recorded so far (with `record_working_set`): image byte ranges in the
+    /// order demand faults first installed them, adjacent pages joined.
+    pub fn working_set(&self) -> Vec<Span<u64>> {
+        let page = self.page_bytes();
+        let mut out: Vec<Span<u64>> = Vec::new();
+        for &(first, count) in self.shared.working_set.lock().iter() {
+            let span = first * page..(first + count) * page;
+            match out.last_mut() {
+                Some(last) if last.end == span.start => last.end = span.end,
+                _ => out.push(span),
+            }
+        }
+        out
     }
 
     /// The page size in bytes.

@@ -256,6 +256,12 @@ fn record(
         };
         Metrics::add(&shared.metrics.installed_source, n);
         Metrics::add(&shared.metrics.fault_around_pages, pages.saturating_sub(1));
+        if shared.config.record_working_set && n > 0 {
+            shared
+                .working_set
+                .lock()
+                .push((installed.pages().start(), pages));
+        }
     } else {
         Metrics::add(
             &shared.metrics.installed_zero,

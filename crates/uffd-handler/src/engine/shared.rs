@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) demand_active: AtomicUsize,
     pub(crate) exit_tx: Sender<EngineExit>,
     pub(crate) exit_sent: AtomicBool,
+    /// First installs by demand faults, in order: (first page, page count).
+    pub(crate) working_set: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Shared {
