@@ -198,6 +198,7 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
     if claim.pages().end() > end {
         let _beyond = claim.split_off(end);
     }
+    let mut claim = super::serve::clip_to_region(shared, claim, page);
     let first = claim.pages().start();
     let pages = claim.pages().len();
     let piece = match shared.source.chunk(first * bytes, pages * bytes) {
@@ -245,6 +246,7 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
         let _removed = claim.split_off(first + missing);
     }
     let Some(dst) = shared.host_range(first, missing) else {
+        counters.skipped.fetch_add(missing, Ordering::Relaxed);
         return first + missing;
     };
     let mode = if shared.wp {

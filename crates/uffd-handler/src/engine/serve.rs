@@ -82,9 +82,26 @@ fn claim_for<'t>(shared: &'t Shared, fault: Fault, page: u64) -> Option<Claim<'t
         && tracker.state(page).ok() == Some(PageState::Missing)
         && let Ok(Some(run)) = tracker.try_claim_run(page, window, StateSet::MISSING)
     {
-        return Some(run);
+        return Some(clip_to_region(shared, run, page));
     }
     tracker.try_claim(page).ok().flatten()
+}
+
+/// Clips a run claim to the region holding `page` (a window may span two regions of the
+/// image whose host ranges are apart: no COPY covers both). The pages cut off are released.
+pub(crate) fn clip_to_region<'t>(shared: &Shared, mut claim: Claim<'t>, page: u64) -> Claim<'t> {
+    let Some((first, end)) = shared.region_pages(page) else {
+        return claim;
+    };
+    if claim.pages().end() > end {
+        let _beyond = claim.split_off(end);
+    }
+    if claim.pages().start() < first
+        && let Ok(rest) = claim.split_off(first)
+    {
+        claim = rest;
+    }
+    claim
 }
 
 /// Shrinks a run claim to its one page `page`, releasing the rest.

@@ -77,6 +77,16 @@ impl Shared {
         Range::new(addr, len, self.page_size).ok()
     }
 
+    /// The image pages `[first, end)` of the region holding image page `page`. Fault-around
+    /// windows and prefetch runs are clipped to it: the next region of the image lives
+    /// elsewhere in the VMM's address space, so one COPY cannot span both.
+    pub(crate) fn region_pages(&self, page: u64) -> Option<(u64, u64)> {
+        let bytes = self.page_bytes();
+        let layout = self.layout.read();
+        let (_, region) = layout.host_addr(page.checked_mul(bytes)?)?;
+        Some((region.offset / bytes, (region.offset + region.size) / bytes))
+    }
+
     pub(crate) fn defer(&self, addr: u64, kind: FaultKind) {
         let due = Instant::now() + self.config.defer_pacing;
         self.deferred.lock().defer(addr, kind, due);

@@ -1,0 +1,296 @@
+//! The engine serving a VMM peer process: `vmm-peer` owns the guest memory and the uffd as
+//! Firecracker does, hands them over through the real handshake server, and the engine serves
+//! it from an image file. Plus a byte model of the guest memory and the hugepage check.
+//!
+//! Included by the `engine_peer*` and `engine_soak` tests as `#[path = "common/peer.rs"] mod
+//! peer;` beside `mod common;`.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use snapshot_format::LayeredSource;
+use uffd_core::{Features, PageSize, Uffd};
+use uffd_handler::peer::{BLOCK, PeerConfig, PeerProcess, block_hash, touch_word};
+use uffd_handler::protocol::{
+    HandshakeListener, PeerPolicy, PeerWatch, open_pidfd, receive_handshake,
+};
+use uffd_handler::{CloseWhen, Engine, EngineConfig, PageSource};
+
+use crate::common::pattern;
+
+/// The peer binary built with this package.
+pub const PEER_BIN: &str = env!("CARGO_BIN_EXE_vmm-peer");
+/// The longest any peer request, handshake or exit may take before the test fails.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// 1 MiB.
+pub const MIB: u64 = 1 << 20;
+
+/// The guest's page size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pages {
+    /// 4 KiB anonymous pages.
+    Base,
+    /// 2 MiB hugetlbfs pages.
+    Huge,
+}
+
+impl Pages {
+    /// Bytes per page.
+    pub fn bytes(self) -> u64 {
+        self.size().bytes()
+    }
+
+    /// As a uffd page size.
+    pub fn size(self) -> PageSize {
+        match self {
+            Pages::Base => PageSize::Base4K,
+            Pages::Huge => PageSize::Huge2M,
+        }
+    }
+}
+
+/// Reports a skipped test on stderr, bypassing output capture, so a skip is never silent.
+pub fn skip(test: &str, reason: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "SKIP {test}: {reason}");
+}
+
+/// `HugePages_Free` from /proc/meminfo.
+pub fn free_hugepages() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("read /proc/meminfo");
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether `needed` 2 MiB pages are free; if not, prints the skip line for `test`.
+pub fn hugepages_or_skip(test: &str, needed: u64) -> bool {
+    let free = free_hugepages();
+    if free < needed {
+        skip(
+            test,
+            &format!(
+                "HugePages_Free is {free}, the test needs {needed} \
+                 (cargo xtask test reserves them; or echo 128 > /proc/sys/vm/nr_hugepages)"
+            ),
+        );
+        return false;
+    }
+    true
+}
+
+/// A directory for one test's socket and image, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ep-{test}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the test directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A peer served by the engine. Fields drop in order: the peer is killed and reaped first,
+/// then the engine stops.
+pub struct Served {
+    /// The VMM peer.
+    pub peer: PeerProcess,
+    /// The engine serving it.
+    pub engine: Engine,
+    /// The peer's liveness (holds the handshake connection open, as a v1.12+ VMM expects).
+    pub watch: PeerWatch,
+    /// The guest's page size in bytes.
+    pub page: u64,
+    /// The image size in bytes.
+    pub size: u64,
+    /// The socket and the image file.
+    pub dir: TempDir,
+}
+
+impl Served {
+    /// The guest's pages.
+    pub fn pages(&self) -> u64 {
+        self.size / self.page
+    }
+
+    /// Asserts the engine never stopped on its own, then closes it the owner's way: kill the
+    /// peer through its pidfd, wait for it, unregister, close.
+    pub fn finish(self) {
+        if let Ok(exit) = self.engine.exits().try_recv() {
+            panic!("the engine stopped serving: {exit:?}");
+        }
+        assert_eq!(self.engine.metrics().fatal, 0);
+        let pid = i32::try_from(self.peer.pid()).expect("pid");
+        let pidfd = open_pidfd(pid).expect("pidfd of the peer");
+        self.engine
+            .close(CloseWhen::KillPeer { pidfd })
+            .expect("close");
+        drop(self.peer);
+    }
+}
+
+/// A memory image file of `size` bytes filled with [`pattern`] in `dir`, and a source over it.
+pub fn image_in(dir: &TempDir, size: u64) -> Arc<LayeredSource> {
+    let path = dir.0.join("memory");
+    let bytes: Vec<u8> = (0..size).map(pattern).collect();
+    std::fs::write(&path, bytes).expect("write the image");
+    Arc::new(LayeredSource::open_memory_file(&path, BLOCK).expect("open the image"))
+}
+
+/// Spawns a peer with `regions` of `pages`, accepts its handshake, and starts the engine on
+/// an image of the peer's size.
+pub fn serve(test: &str, pages: Pages, regions: Vec<u64>, config: EngineConfig) -> Served {
+    serve_with(test, pages, regions, config, |s| s)
+}
+
+/// [`serve`] with the image source wrapped by `wrap` (a failing source, a recorder).
+pub fn serve_with(
+    test: &str,
+    pages: Pages,
+    regions: Vec<u64>,
+    config: EngineConfig,
+    wrap: impl FnOnce(Arc<dyn PageSource>) -> Arc<dyn PageSource>,
+) -> Served {
+    let dir = TempDir::new(test);
+    let socket = dir.0.join("h.sock");
+    let listener = HandshakeListener::bind(&socket, None).expect("bind the handshake socket");
+    let mut peer_config = PeerConfig::new(PEER_BIN, &socket, regions).timeout(TIMEOUT);
+    if pages == Pages::Huge {
+        peer_config = peer_config.hugetlb();
+    }
+    let peer = PeerProcess::spawn(peer_config).expect("spawn the peer");
+    let size = peer.image_size();
+    let conn = listener.accept(TIMEOUT).expect("the peer connects");
+    let handshake =
+        receive_handshake(conn, TIMEOUT, size, &PeerPolicy::any()).expect("the handshake");
+    assert_eq!(handshake.layout.page_size(), pages.size());
+    assert_eq!(
+        u32::try_from(handshake.peer.pid).ok(),
+        Some(peer.pid()),
+        "the handshake came from the peer"
+    );
+    let uffd = Uffd::adopt(handshake.uffd, Features::EVENT_REMOVE).expect("adopt the uffd");
+    let source = wrap(image_in(&dir, size));
+    let engine = Engine::start(uffd, handshake.layout, source, config).expect("start the engine");
+    Served {
+        peer,
+        engine,
+        watch: handshake.watch,
+        page: pages.bytes(),
+        size,
+        dir,
+    }
+}
+
+/// Whether the peer's pidfd says it exited within `timeout`.
+pub fn exited_within(watch: &PeerWatch, timeout: Duration) -> bool {
+    watch.pidfd().is_some_and(|fd| {
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let timeout = rustix::event::Timespec::try_from(timeout).expect("timeout");
+        matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
+    })
+}
+
+/// What every byte of the guest memory should be.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The bytes, by image offset.
+    pub bytes: Vec<u8>,
+    /// The guest's page size.
+    pub page: u64,
+}
+
+impl Model {
+    /// The snapshot image ([`pattern`]) of `size` bytes.
+    pub fn image(size: u64, page: u64) -> Self {
+        Model {
+            bytes: (0..size).map(pattern).collect(),
+            page,
+        }
+    }
+
+    /// Zeros (a removed range).
+    pub fn zero(&mut self, offset: u64, len: u64) {
+        self.bytes[offset as usize..(offset + len) as usize].fill(0);
+    }
+
+    /// Stores bytes.
+    pub fn write(&mut self, offset: u64, data: &[u8]) {
+        self.bytes[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+    }
+
+    /// What a write touch with `seed` stores: a word at the start of every page.
+    pub fn touch_write(&mut self, offset: u64, len: u64, seed: u64) {
+        for p in (offset..offset + len).step_by(self.page as usize) {
+            self.write(p, &touch_word(seed, p / self.page).to_le_bytes());
+        }
+    }
+
+    /// The little-endian word at `offset`.
+    pub fn word(&self, offset: u64) -> u64 {
+        let o = offset as usize;
+        u64::from_le_bytes(self.bytes[o..o + 8].try_into().expect("8 bytes"))
+    }
+
+    /// A read touch's checksum over `[offset, offset + len)`, each page read `times` times.
+    pub fn read_checksum(&self, offset: u64, len: u64, times: u64) -> u64 {
+        (offset..offset + len)
+            .step_by(self.page as usize)
+            .fold(0u64, |s, o| {
+                s.wrapping_add(self.word(o).wrapping_mul(times))
+            })
+    }
+
+    /// The block hashes of a range.
+    pub fn hashes(&self, offset: u64, len: u64) -> Vec<u64> {
+        self.bytes[offset as usize..(offset + len) as usize]
+            .chunks_exact(BLOCK as usize)
+            .map(block_hash)
+            .collect()
+    }
+}
+
+/// Asserts the peer's block hashes equal the model's, naming the first block that differs and
+/// what it holds instead (zeros or image bytes).
+#[track_caller]
+pub fn assert_hashes(got: &[u64], model: &Model, offset: u64, len: u64) {
+    let want = model.hashes(offset, len);
+    assert_eq!(got.len(), want.len(), "number of blocks");
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+        let differing = (0..got.len()).filter(|&i| got[i] != want[i]).count();
+        let at = offset + i as u64 * BLOCK;
+        let zeros = block_hash(&[0; BLOCK as usize]);
+        let image: Vec<u8> = (at..at + BLOCK).map(pattern).collect();
+        let holds = if got[i] == zeros {
+            "zeros"
+        } else if got[i] == block_hash(&image) {
+            "the image's bytes"
+        } else {
+            "other bytes"
+        };
+        panic!(
+            "block at image offset {at:#x} differs: it holds {holds} ({differing} of {} blocks \
+             differ)",
+            got.len()
+        );
+    }
+}
