@@ -43,6 +43,9 @@ use shared::Shared;
 pub struct EngineConfig {
     /// Threads that read the uffd and serve what they read (default 2: one per core here).
     pub readers: usize,
+    /// CPUs to pin reader threads to, round robin (empty: no pinning). Pinning a reader
+    /// beside the vCPU threads it serves avoids a cross-CPU wake-up per fault.
+    pub reader_cpus: Vec<usize>,
     /// Messages read per `read(2)`.
     pub event_batch: usize,
     /// Fault-around window in pages (a power of two; 1 = off): a read fault installs the
@@ -71,6 +74,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             readers: 2,
+            reader_cpus: Vec::new(),
             event_batch: 64,
             fault_around_pages: 1,
             dirty_tracking: false,
@@ -89,6 +93,7 @@ impl std::fmt::Debug for EngineConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineConfig")
             .field("readers", &self.readers)
+            .field("reader_cpus", &self.reader_cpus)
             .field("event_batch", &self.event_batch)
             .field("fault_around_pages", &self.fault_around_pages)
             .field("dirty_tracking", &self.dirty_tracking)
@@ -288,7 +293,20 @@ impl Engine {
                 let shared = shared.clone();
                 std::thread::Builder::new()
                     .name(format!("uffd-reader-{i}"))
-                    .spawn(move || reader::run(shared))
+                    .spawn(move || {
+                        if let Some(&cpu) = shared
+                            .config
+                            .reader_cpus
+                            .get(i % shared.config.reader_cpus.len().max(1))
+                        {
+                            let mut set = rustix::thread::CpuSet::new();
+                            set.set(cpu);
+                            if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+                                tracing::warn!(cpu, %e, "cannot pin reader");
+                            }
+                        }
+                        reader::run(shared)
+                    })
                     .map_err(|e| EngineError::Os {
                         what: "spawning a reader thread",
                         errno: rustix::io::Errno::from_io_error(&e)
