@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod daemon;
 pub mod engine;
 mod layout;
 pub mod peer;
