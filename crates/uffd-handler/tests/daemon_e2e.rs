@@ -178,11 +178,12 @@ fn snapshot_loop(test: &str, page: u64, hugetlb: bool) {
     let vmm = peer(&daemon, sizes(), hugetlb);
     verify_all(&vmm, &model);
     // One more generation, over generation 2.
-    vmm.touch(Touch::write(7 * MIB, MIB, 2, 11)).unwrap();
-    model.touch_write(7 * MIB, MIB, 11);
+    let len = MIB.max(page);
+    vmm.touch(Touch::write(8 * MIB - len, len, 2, 11)).unwrap();
+    model.touch_write(8 * MIB - len, len, 11);
     let third = daemon.control("snapshot");
     assert_eq!(third["generation"], 3, "{third}");
-    assert_eq!(third["dirty_bytes"], MIB, "{third}");
+    assert_eq!(third["dirty_bytes"], len, "{third}");
     assert!(vmm.exit().unwrap().success());
     expect_exit(daemon, 0);
 

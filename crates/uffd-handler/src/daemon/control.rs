@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `stats` | the statistics ([`super::stats::Stats`]) |
 //! | `snapshot` | a [`super::generation::SnapshotSummary`] once generation N+1 is written |
-//! | `stop` | `{"stopping":true}`, then a graceful stop per `--on-signal` |
+//! | `stop` | `{"stopping":true}` at once, then a graceful stop per `--on-signal` |
 //!
 //! Any failure is `{"error":"..."}`. Each connection has its own thread, which hands the
 //! command to the main loop and writes back its answer.
@@ -202,6 +202,13 @@ fn serve_connection(conn: UnixStream, events: &EventSender) {
             }
         };
         debug!(?command, "control command");
+        if command == ControlCommand::Stop {
+            // Answered before the main loop hears of it: once it does, the process may exit.
+            let _ = writeln!(out, "{}", serde_json::json!({ "stopping": true }));
+            let (reply, _) = bounded(1);
+            events.send(Event::Control(ControlRequest { command, reply }));
+            continue;
+        }
         let (reply, answer) = bounded(1);
         let sent = events.send(Event::Control(ControlRequest { command, reply }));
         let answer = match sent.then(|| answer.recv().ok()).flatten() {

@@ -209,8 +209,9 @@ impl Daemon {
                 request.fail("no VMM is being served");
                 None
             }
+            // Already answered by the connection's thread.
             ControlCommand::Stop => {
-                request.answer(&serde_json::json!({ "stopping": true }));
+                drop(request);
                 Some(Outcome::new(
                     DaemonExit::Success,
                     "stopped by the control socket's stop while waiting for a VMM",
@@ -329,7 +330,7 @@ impl Daemon {
                         }
                         ControlCommand::Snapshot => self.snapshot(&mut session, request),
                         ControlCommand::Stop => {
-                            request.answer(&serde_json::json!({ "stopping": true }));
+                            drop(request);
                             return (
                                 self.graceful_stop(session, "the control socket's stop"),
                                 true,
@@ -457,7 +458,7 @@ impl Daemon {
                 ),
             ),
         };
-        let reason = format!("fatal engine error: {fatal}; {fate}");
+        let reason = format!("fatal engine error: {}; {fate}", condensed(fatal));
         let end = match finish {
             Finish::Kill => "killed after a fatal error",
             _ => "left running after a fatal error",
@@ -579,6 +580,32 @@ impl Daemon {
             last_snapshot: self.last_snapshot.clone(),
             outcome: None,
         }
+    }
+}
+
+/// The fatal error with repeated underlying errors counted rather than repeated.
+fn condensed(fatal: &FatalError) -> String {
+    let mut runs: Vec<(&str, usize)> = Vec::new();
+    for error in &fatal.errors {
+        match runs.last_mut() {
+            Some((last, n)) if *last == error.as_str() => *n += 1,
+            _ => runs.push((error, 1)),
+        }
+    }
+    let errors: Vec<String> = runs
+        .into_iter()
+        .map(|(e, n)| {
+            if n > 1 {
+                format!("{e} (x{n})")
+            } else {
+                e.to_string()
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        fatal.reason.clone()
+    } else {
+        format!("{}: {}", fatal.reason, errors.join("; "))
     }
 }
 

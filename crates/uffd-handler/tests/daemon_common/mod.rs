@@ -217,9 +217,11 @@ impl Daemon {
             command.arg("--control").arg(&control);
             Some(control)
         };
+        command.args(args);
+        if !args.contains(&"--log") {
+            command.args(["--log", "info,uffd_handler=debug"]);
+        }
         command
-            .args(args)
-            .args(["--log", "info,uffd_handler=debug"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
