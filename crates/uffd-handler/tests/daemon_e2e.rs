@@ -316,3 +316,50 @@ fn prefetch_all_with_fault_around_serves_every_byte() {
         "{json}"
     );
 }
+
+#[test]
+fn blocks_larger_than_pages_round_the_diff_out() {
+    // 2 MiB blocks over a 4 KiB guest: a block with one written page is stored whole, its
+    // untouched pages read from the VMM's memory through the uffd (process_vm_readv faults
+    // like the guest does); a partly freed block is stored whole too, a wholly freed one as
+    // zeros.
+    let dir = TestDir::new("big-blocks");
+    let memory = dir.join("memory");
+    let mut model = Model::image(SEED, 8 * MIB, PAGE);
+    model.save(&memory);
+    let generation = dir.join("generation");
+    let daemon = Daemon::start(
+        &dir,
+        &[
+            "--memory-file",
+            path(&memory),
+            "--block-size",
+            "2M",
+            "--dirty-tracking",
+            "--next-generation",
+            path(&generation),
+        ],
+    );
+    let vmm = peer(&daemon, sizes(), false);
+    // Block 0: one page written, the rest never touched (Missing).
+    vmm.touch(Touch::write(5 * PAGE, PAGE, 1, 4)).unwrap();
+    model.touch_write(5 * PAGE, PAGE, 4);
+    // Block 1: 64 KiB freed. Block 3: wholly freed.
+    vmm.madvise_dontneed(2 * MIB + 64 * PAGE, 16 * PAGE)
+        .unwrap();
+    model.zero(2 * MIB + 64 * PAGE, 16 * PAGE);
+    vmm.madvise_dontneed(6 * MIB, 2 * MIB).unwrap();
+    model.zero(6 * MIB, 2 * MIB);
+    let summary = daemon.control("snapshot");
+    assert_eq!(summary["dirty_bytes"], 4 * MIB, "{summary}");
+    assert_eq!(summary["empty_bytes"], 2 * MIB, "{summary}");
+    verify_all(&vmm, &model);
+    assert!(vmm.exit().unwrap().success());
+    expect_exit(daemon, 0);
+
+    let daemon = Daemon::start_at(&dir, "vmm2.sock", &["--snapshot-dir", path(&generation)]);
+    let vmm = peer(&daemon, sizes(), false);
+    verify_all(&vmm, &model);
+    assert!(vmm.exit().unwrap().success());
+    expect_exit(daemon, 0);
+}

@@ -197,9 +197,9 @@ impl Stats {
         let prefetch = match (&self.prefetch.report, self.prefetch.running) {
             (_, true) => "running".to_string(),
             (Some(r), false) => {
-                let secs = r.elapsed.as_secs_f64();
-                let rate = if secs > 0.0 {
-                    r.bytes as f64 / secs / f64::from(1 << 20)
+                let elapsed = r.elapsed.as_secs_f64();
+                let rate = if elapsed > 0.0 {
+                    r.bytes as f64 / elapsed / f64::from(1 << 20)
                 } else {
                     0.0
                 };
@@ -207,7 +207,7 @@ impl Stats {
                     "{} pages ({}) in {} ({rate:.0} MiB/s), {} skipped{}",
                     r.installed_pages,
                     bytes(r.bytes),
-                    secs_f(secs),
+                    secs(elapsed),
                     r.skipped_pages,
                     if r.stopped { ", stopped early" } else { "" }
                 )
@@ -253,10 +253,6 @@ fn mode_name(mode: PrefetchMode) -> &'static str {
 }
 
 fn secs(s: f64) -> String {
-    secs_f(s)
-}
-
-fn secs_f(s: f64) -> String {
     if s < 1.0 {
         format!("{:.1} ms", s * 1e3)
     } else {
