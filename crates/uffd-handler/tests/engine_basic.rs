@@ -277,3 +277,30 @@ fn the_working_set_records_first_touches_in_order() {
     );
     close(engine);
 }
+
+#[test]
+fn fault_around_over_a_hole_installs_zeros_for_the_window() {
+    for window in [16u64, 64] {
+        let (guest, uffd) = Guest::new(256, PageSize::Base4K);
+        let (inner, _dir) = image_source(256 * PAGE);
+        let source = Arc::new(common::HoleSource {
+            inner,
+            hole: 0..128 * PAGE,
+        });
+        let config = EngineConfig {
+            fault_around_pages: window,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::start(uffd, guest.layout(PageSize::Base4K), source, config).unwrap();
+        assert_eq!(guest.read_byte(5, 0), 0);
+        assert_eq!(guest.read_byte(130, 0), pattern(130 * PAGE));
+        engine.settle();
+        let m = engine.metrics();
+        assert_eq!(m.installed_zero, window, "window {window}");
+        assert!(engine.exits().try_recv().is_err());
+        for p in 0..window {
+            assert_eq!(guest.read_byte(p, 77), 0);
+        }
+        close(engine);
+    }
+}

@@ -276,7 +276,8 @@ impl Engine {
             closed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             wp: config.dirty_tracking,
-            zeros: vec![0u8; page_size.bytes() as usize].into_boxed_slice(),
+            zeros: vec![0u8; zero_buffer_len(page_size.bytes(), config.fault_around_pages)]
+                .into_boxed_slice(),
             deferred: Mutex::default(),
             retries: Mutex::default(),
             retrying: AtomicUsize::new(0),
@@ -305,7 +306,25 @@ impl Engine {
                                 tracing::warn!(cpu, %e, "cannot pin reader");
                             }
                         }
-                        reader::run(shared)
+                        let on_panic = shared.clone();
+                        if let Err(panic) =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                reader::run(shared)
+                            }))
+                        {
+                            // A bug, but never a silent one: the faults this reader would have
+                            // served would wait forever. The owner learns and acts.
+                            let what = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            on_panic.fatal(
+                                None,
+                                format!("reader thread panicked: {what}"),
+                                Vec::new(),
+                            );
+                        }
                     })
                     .map_err(|e| EngineError::Os {
                         what: "spawning a reader thread",
@@ -520,6 +539,11 @@ impl Drop for Engine {
             self.stop();
         }
     }
+}
+
+/// One fault-around window of zeros for base pages (at most 2 MiB), one page for huge pages.
+fn zero_buffer_len(page: u64, fault_around_pages: u64) -> usize {
+    page.max((page * fault_around_pages.max(1)).min(2 << 20)) as usize
 }
 
 fn wait_pidfd(pidfd: &OwnedFd, timeout: Duration) -> bool {

@@ -137,7 +137,14 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
                 Ok(Chunk::Data(d)) if d.len() as u64 == pages.len() * page_bytes => {
                     Bytes::Source(d)
                 }
-                Ok(Chunk::Zero(n)) if n >= pages.len() * page_bytes => Bytes::Zero,
+                Ok(Chunk::Zero(n)) if n >= pages.len() * page_bytes => {
+                    // A hole: zeros come from a buffer that holds one fault-around window of
+                    // base pages (one page on hugetlbfs); a longer run serves the page alone.
+                    if pages.len() * page_bytes > shared.zeros.len() as u64 {
+                        claim = narrow(claim, page);
+                    }
+                    Bytes::Zero
+                }
                 Ok(_) => {
                     // The run crosses source pieces: serve the faulting page alone.
                     claim = narrow(claim, page);

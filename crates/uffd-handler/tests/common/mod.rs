@@ -186,3 +186,27 @@ impl PageSource for FlakySource {
         self.inner.chunk(offset, max_len)
     }
 }
+
+/// A source whose `hole` (image byte range) is a zero run, as a snapshot's zero entries are.
+pub struct HoleSource {
+    pub inner: Arc<dyn PageSource>,
+    pub hole: std::ops::Range<u64>,
+}
+
+impl PageSource for HoleSource {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    fn chunk(&self, offset: u64, max_len: u64) -> Result<Chunk<'_>, SourceError> {
+        if self.hole.contains(&offset) {
+            return Ok(Chunk::Zero(max_len.min(self.hole.end - offset)));
+        }
+        let max_len = if offset < self.hole.start {
+            max_len.min(self.hole.start - offset)
+        } else {
+            max_len
+        };
+        self.inner.chunk(offset, max_len)
+    }
+}
