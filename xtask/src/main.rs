@@ -12,6 +12,10 @@ usage: cargo xtask <command>
   lint              cargo fmt --check, clippy -D warnings, rustdoc -D warnings
   ci                lint, then test: what .ci/run does
   bench [crate]     criterion benches of one crate, or of all
+  demo [flags]      the main job: build a 1 GiB snapshot, restore it lazily through the
+                    daemon into a Firecracker-like VMM (a KVM guest where /dev/kvm works),
+                    verify every byte, balloon, write, snapshot, restore again; flags go to
+                    uffd-demo (--size-mib N, --no-kvm, --work DIR)
 ";
 
 /// Hugepages the suite wants free: the 2 MiB variants of the kernel tests.
@@ -24,6 +28,7 @@ fn main() -> ExitCode {
         Some("lint") => lint(),
         Some("ci") => lint().and_then(|()| test(&[])),
         Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("demo") => demo(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -107,6 +112,37 @@ fn bench(krate: Option<&str>) -> Result<(), String> {
     match krate {
         Some(krate) => cargo(&["bench", "-p", krate], &[]),
         None => cargo(&["bench", "--workspace"], &[]),
+    }
+}
+
+fn demo(flags: &[String]) -> Result<(), String> {
+    cargo(
+        &[
+            "build",
+            "--release",
+            "-p",
+            "uffd-handler",
+            "--bins",
+            "-p",
+            "uffd-demo",
+        ],
+        &[],
+    )?;
+    let release = workspace_root().join("target").join("release");
+    eprintln!("xtask: running the demo");
+    let status = Command::new(release.join("uffd-demo"))
+        .arg("--daemon")
+        .arg(release.join("uffd-handler"))
+        .arg("--peer")
+        .arg(release.join("vmm-peer"))
+        .args(flags)
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| format!("cannot run uffd-demo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the demo failed: {status}"))
     }
 }
 
