@@ -9,8 +9,8 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use snapshot_format::LayeredSource;
@@ -145,11 +145,22 @@ impl Served {
     }
 }
 
+/// The image bytes ([`pattern`]) of `size` bytes, computed once per size.
+pub fn image_bytes(size: u64) -> Arc<Vec<u8>> {
+    static CACHE: Mutex<Vec<Arc<Vec<u8>>>> = Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().expect("image cache");
+    if let Some(image) = cache.iter().find(|i| i.len() as u64 == size) {
+        return image.clone();
+    }
+    let image = Arc::new((0..size).map(pattern).collect::<Vec<u8>>());
+    cache.push(image.clone());
+    image
+}
+
 /// A memory image file of `size` bytes filled with [`pattern`] in `dir`, and a source over it.
 pub fn image_in(dir: &TempDir, size: u64) -> Arc<LayeredSource> {
     let path = dir.0.join("memory");
-    let bytes: Vec<u8> = (0..size).map(pattern).collect();
-    std::fs::write(&path, bytes).expect("write the image");
+    std::fs::write(&path, &**image_bytes(size)).expect("write the image");
     Arc::new(LayeredSource::open_memory_file(&path, BLOCK).expect("open the image"))
 }
 
@@ -223,7 +234,7 @@ impl Model {
     /// The snapshot image ([`pattern`]) of `size` bytes.
     pub fn image(size: u64, page: u64) -> Self {
         Model {
-            bytes: (0..size).map(pattern).collect(),
+            bytes: image_bytes(size).to_vec(),
             page,
         }
     }
@@ -273,8 +284,14 @@ impl Model {
 /// what it holds instead (zeros or image bytes).
 #[track_caller]
 pub fn assert_hashes(got: &[u64], model: &Model, offset: u64, len: u64) {
+    assert_hashes_in("", got, model, offset, len);
+}
+
+/// [`assert_hashes`], the panic message prefixed with `ctx`.
+#[track_caller]
+pub fn assert_hashes_in(ctx: &str, got: &[u64], model: &Model, offset: u64, len: u64) {
     let want = model.hashes(offset, len);
-    assert_eq!(got.len(), want.len(), "number of blocks");
+    assert_eq!(got.len(), want.len(), "{ctx}: number of blocks");
     if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
         let differing = (0..got.len()).filter(|&i| got[i] != want[i]).count();
         let at = offset + i as u64 * BLOCK;
@@ -288,7 +305,7 @@ pub fn assert_hashes(got: &[u64], model: &Model, offset: u64, len: u64) {
             "other bytes"
         };
         panic!(
-            "block at image offset {at:#x} differs: it holds {holds} ({differing} of {} blocks \
+            "{ctx}: block at image offset {at:#x} differs: it holds {holds} ({differing} of {} blocks \
              differ)",
             got.len()
         );
