@@ -311,4 +311,38 @@ mod races {
         assert_eq!(source.reads_of_failing_page.load(Ordering::SeqCst), 3);
         engine.close(CloseWhen::OwnerGuarantees).unwrap();
     }
+
+    /// known-failures #12: on stop, every deferred fault is woken (the guest thread re-faults
+    /// rather than waiting on a queue nobody will serve again).
+    #[test]
+    fn kf12_deferred_faults_are_woken_on_stop() {
+        let (hook, parker) = Parker::new(HookPoint::BeforeInstall, 4 * PAGE, Some("uffd-reader"));
+        // A long pacing keeps the deferred fault in the queue until the stop.
+        let config = EngineConfig {
+            readers: 1,
+            defer_pacing: Duration::from_secs(60),
+            ..EngineConfig::default()
+        };
+        let (guest, mut engine, fd) = engine_with(16, Some(hook), config);
+        let (_, touch) = toucher(&guest, 4);
+        parker.wait_parked();
+        let (madvise_tid, removed) = madviser(&guest, 12, 1);
+        until("the REMOVE to be queued", || {
+            blocked_in_uffd_event(madvise_tid)
+        });
+        parker.release();
+        removed.recv_timeout(Duration::from_secs(10)).unwrap();
+        until("the fault to be deferred", || {
+            engine.metrics().deferred >= 1
+        });
+        assert_eq!(pending_faults(fd), 0);
+        engine.stop();
+        // Woken without an install, the thread faults again: a fresh message is queued.
+        until("the woken thread to fault again", || {
+            pending_faults(fd) == 1
+        });
+        engine.close(CloseWhen::OwnerGuarantees).unwrap();
+        // Unregistered: the anonymous page now reads zero.
+        assert_eq!(touch.join().unwrap(), 0);
+    }
 }

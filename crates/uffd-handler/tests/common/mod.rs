@@ -37,6 +37,15 @@ impl Guest {
     /// A guest of `pages` pages of `page_size`, registered MISSING on a new uffd with
     /// EVENT_REMOVE (Firecracker's features). Returns the guest and the uffd for the engine.
     pub fn new(pages: u64, page_size: PageSize) -> (Arc<Guest>, Uffd) {
+        Guest::with_features(pages, page_size, Features::EVENT_REMOVE)
+    }
+
+    /// As [`Guest::new`], with other uffd features (e.g. UNMAP and REMAP events).
+    pub fn with_features(
+        pages: u64,
+        page_size: PageSize,
+        features: Features,
+    ) -> (Arc<Guest>, Uffd) {
         let page = page_size.bytes();
         let len = pages * page;
         let mut flags = MapFlags::PRIVATE | MapFlags::NORESERVE;
@@ -54,7 +63,7 @@ impl Guest {
         }
         .expect("mmap guest memory");
         let uffd = UffdBuilder::new()
-            .features(Features::EVENT_REMOVE)
+            .features(features)
             .create()
             .expect("uffd");
         uffd.register(
