@@ -1,19 +1,14 @@
 //! The engine serving a separate VMM process (`vmm-peer`, which owns the guest memory and the
 //! uffd as Firecracker does and hands them over through the real handshake server): every
-//! byte, balloon removes, fault-around, prefetch and graduation, source retries. Each for
+//! byte, balloon removes, fault-around, prefetch and graduation (source retries:
+//! `engine_peer_retry`, dirty tracking: `engine_peer_dirty`, ESRCH: `engine_peer_exit`). Each for
 //! 4 KiB pages and, where enough hugepages are free, 2 MiB pages (else a `SKIP` line).
 
 mod common;
 #[path = "common/peer.rs"]
 mod peer;
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
-
-use common::FlakySource;
-use peer::{MIB, Model, Pages, Served, assert_hashes, hugepages_or_skip, serve, serve_with};
-use uffd_handler::engine::RetryPolicy;
+use peer::{MIB, Model, Pages, Served, assert_hashes, hugepages_or_skip, serve};
 use uffd_handler::peer::{BLOCK, Split, Touch};
 use uffd_handler::{CloseWhen, EngineConfig};
 
@@ -376,64 +371,5 @@ fn prefetch_2m() {
             4,
             [(2, 1), (0, 1), (6, 1)],
         );
-    }
-}
-
-// ---- source retry ----------------------------------------------------------------------
-
-/// Eight peer threads fault one page whose source read fails twice: one source read per
-/// retry cycle (never one per faulting thread), two cycles within a bound of two, and every
-/// thread reads the right bytes.
-fn source_retry(test: &str, pages: Pages, regions: Vec<u64>, page: u64) {
-    let config = EngineConfig {
-        retry: RetryPolicy {
-            max_cycles: 2,
-            backoff: Duration::from_millis(5),
-            jitter: Duration::from_millis(2),
-        },
-        ..EngineConfig::default()
-    };
-    let mut flaky = None;
-    let block = page * pages.bytes() / 4096;
-    let s = serve_with(test, pages, regions, config, |inner| {
-        let source = Arc::new(FlakySource {
-            inner,
-            failing_page: block,
-            failures_left: 2.into(),
-            reads_of_failing_page: 0.into(),
-        });
-        flaky = Some(source.clone());
-        source
-    });
-    let flaky = flaky.unwrap();
-    let model = Model::image(s.size, s.page);
-    let p = s.page;
-    let touch = Touch::read(page * p, p, 8).split(Split::Shared);
-    let report = s.peer.touch(touch).unwrap();
-    assert_eq!(report.accesses, 8);
-    assert_eq!(report.checksum, model.read_checksum(page * p, p, 8));
-    assert_hashes(&s.peer.hash(page * p, p).unwrap(), &model, page * p, p);
-    s.engine.settle();
-    let m = s.engine.metrics();
-    assert_eq!(m.retried, 2, "{m:?}");
-    assert_eq!(flaky.failures_left.load(Ordering::SeqCst), 0);
-    assert_eq!(
-        flaky.reads_of_failing_page.load(Ordering::SeqCst),
-        3,
-        "one source read per cycle"
-    );
-    assert_hashes(&s.peer.hash(0, s.size).unwrap(), &model, 0, s.size);
-    s.finish();
-}
-
-#[test]
-fn source_retry_4k() {
-    source_retry("retry-4k", Pages::Base, vec![4 * MIB, 2 * MIB], 1030);
-}
-
-#[test]
-fn source_retry_2m() {
-    if hugepages_or_skip("source_retry_2m", 3) {
-        source_retry("retry-2m", Pages::Huge, vec![2 * HUGE, HUGE], 2);
     }
 }

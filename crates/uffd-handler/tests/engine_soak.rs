@@ -72,9 +72,14 @@ enum Op {
     Prefetch {
         pages: Range<u64>,
     },
+    /// Prefetch of own pages while some of them are removed.
+    RacePrefetchRemove {
+        pages: Range<u64>,
+        remove: Range<u64>,
+    },
 }
 
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 10] = [
     "read",
     "write-touch",
     "write",
@@ -84,6 +89,7 @@ const KINDS: [&str; 9] = [
     "hash",
     "peek",
     "prefetch",
+    "race-prefetch",
 ];
 
 impl Op {
@@ -98,6 +104,7 @@ impl Op {
             Op::Hash { .. } => 6,
             Op::Peek { .. } => 7,
             Op::Prefetch { .. } => 8,
+            Op::RacePrefetchRemove { .. } => 9,
         }
     }
 
@@ -114,13 +121,13 @@ impl Op {
                 threads,
                 split,
             },
-            25..40 => Op::WriteTouch {
+            25..38 => Op::WriteTouch {
                 pages: rng.sub_range(stripe, 8),
                 threads,
                 split,
                 seed: rng.next_u64(),
             },
-            40..50 => {
+            38..48 => {
                 let at = rng.sub_range(bytes, 64);
                 let data = (at.clone()).map(|_| rng.next_u64() as u8).collect();
                 Op::Write {
@@ -128,7 +135,7 @@ impl Op {
                     data,
                 }
             }
-            50..55 => {
+            48..53 => {
                 let at = rng.sub_range(bytes, 2 * page);
                 Op::Fill {
                     offset: at.start,
@@ -136,20 +143,27 @@ impl Op {
                     byte: rng.next_u64() as u8,
                 }
             }
-            55..70 => Op::Remove {
+            53..66 => Op::Remove {
                 pages: rng.sub_range(stripe, 4),
             },
-            70..80 => {
+            66..75 => {
                 let read = rng.sub_range(stripe, 4);
                 Op::RaceReadRemove {
                     remove: rng.sub_range(read.clone(), 4),
                     read,
                 }
             }
+            75..80 => {
+                let pages = rng.sub_range(stripe.clone(), 16);
+                Op::RacePrefetchRemove {
+                    remove: rng.sub_range(pages.clone(), 4),
+                    pages,
+                }
+            }
             80..90 => Op::Hash {
                 pages: rng.sub_range(stripe, 8),
             },
-            90..97 => {
+            90..96 => {
                 let at = rng.sub_range(bytes, 64);
                 Op::Peek {
                     offset: at.start,
@@ -166,7 +180,7 @@ impl Op {
 /// Counters over the whole soak.
 #[derive(Default)]
 struct Totals {
-    ops: [AtomicU64; 9],
+    ops: [AtomicU64; 10],
     metrics: Mutex<Vec<MetricsSnapshot>>,
     prefetch_failures: AtomicU64,
 }
@@ -277,6 +291,21 @@ fn apply(s: &Served, world: &Mutex<World>, op: &Op, what: &str) {
             let w = world.lock();
             let want = &w.bytes.bytes[*offset as usize..(*offset + *len) as usize];
             assert_eq!(got, want, "{what}: bytes");
+        }
+        Op::RacePrefetchRemove { pages, remove } => {
+            // The removed pages must never come back with snapshot bytes.
+            let prefetch = s
+                .engine
+                .prefetch(std::iter::once(pages.start * p..pages.end * p));
+            let (off, len) = (remove.start * p, (remove.end - remove.start) * p);
+            ok(what, peer.madvise_dontneed(off, len));
+            let report = prefetch.wait(p);
+            assert_eq!(
+                report.installed_pages + report.skipped_pages,
+                pages.end - pages.start,
+                "{what}: {report:?}"
+            );
+            world.lock().removed(remove.clone());
         }
         Op::Prefetch { pages } => {
             // Every page of the span is accounted for, installed or skipped.
