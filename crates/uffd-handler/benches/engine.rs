@@ -109,8 +109,8 @@ fn bench_latency(c: &mut Criterion) {
 
 const TPUT_PAGES: u64 = 16384;
 
-fn two_faulters(handler: Handler) -> Duration {
-    serve_while(handler, TPUT_PAGES, EngineConfig::default(), |guest| {
+fn two_faulters(handler: Handler, config: EngineConfig) -> Duration {
+    serve_while(handler, TPUT_PAGES, config, |guest| {
         let start = Instant::now();
         let halves: Vec<_> = (0..2u64)
             .map(|t| {
@@ -134,12 +134,26 @@ fn bench_throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("faults_2_faulters_shared_uffd");
     quick(&mut group, 5, 10);
     group.throughput(Throughput::Elements(TPUT_PAGES));
-    for (handler, name) in [
-        (Handler::Naive, "naive_1_thread"),
-        (Handler::Engine, "engine_2_readers"),
-    ] {
+    let batch = |event_batch| EngineConfig {
+        event_batch,
+        ..EngineConfig::default()
+    };
+    let variants = [
+        (Handler::Naive, "naive_1_thread", EngineConfig::default()),
+        (Handler::Engine, "engine_2_readers_batch_64", batch(64)),
+        (Handler::Engine, "engine_2_readers_batch_1", batch(1)),
+        (
+            Handler::Engine,
+            "engine_2_readers_batch_1_pinned",
+            EngineConfig {
+                reader_cpus: vec![0, 1],
+                ..batch(1)
+            },
+        ),
+    ];
+    for (handler, name, config) in variants {
         group.bench_function(name, |b| {
-            b.iter_custom(|n| (0..n).map(|_| two_faulters(handler)).sum())
+            b.iter_custom(|n| (0..n).map(|_| two_faulters(handler, config.clone())).sum())
         });
     }
     group.finish();
