@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use daemon_common::{
     Daemon, HUGE, MIB, Model, PAGE, TIMEOUT, TestDir, exit_code, free_hugepages, kvm_peer, peer,
-    skip, verify_all,
+    skip, verify,
 };
 use uffd_handler::peer::{PeerProcess, Touch};
 
@@ -48,7 +48,7 @@ fn run_workload(daemon: &Daemon, peer: &PeerProcess, model: &mut Model, page: u6
     // Every page, from several threads at once.
     let report = peer.touch(Touch::read(0, size, 4)).unwrap();
     assert_eq!(report.accesses, size / page);
-    verify_all(peer, model);
+    verify(daemon, peer, model);
 
     // Balloon inflate: the ranges read as zeros afterwards (one across regions 1 and 2).
     let (a, b) = if page == HUGE {
@@ -62,7 +62,7 @@ fn run_workload(daemon: &Daemon, peer: &PeerProcess, model: &mut Model, page: u6
     }
     peer.touch(Touch::read(a.start, a.end - a.start, 2))
         .unwrap();
-    verify_all(peer, model);
+    verify(daemon, peer, model);
 
     // Writes: a write touch, bytes across the region 1/2 boundary, a fill into a removed
     // range.
@@ -79,7 +79,7 @@ fn run_workload(daemon: &Daemon, peer: &PeerProcess, model: &mut Model, page: u6
     peer.fill(a.start + 8192, 3 * PAGE, 0xab).unwrap();
     model.write(a.start + 8192, &[0xab; 3 * PAGE as usize]);
     dirty.extend(pages_of(a.start + 8192, 3 * PAGE, page));
-    verify_all(peer, model);
+    verify(daemon, peer, model);
 
     let first = daemon.control("snapshot");
     assert_eq!(first["generation"], 1, "{first}");
@@ -115,7 +115,7 @@ fn run_workload(daemon: &Daemon, peer: &PeerProcess, model: &mut Model, page: u6
     );
     assert!(stats["metrics"]["faults"].as_u64().unwrap() > 0, "{stats}");
     assert!(stats["time_to_first_fault_ms"].is_number(), "{stats}");
-    verify_all(peer, model);
+    verify(daemon, peer, model);
 }
 
 fn dirty_in(dirty: &BTreeSet<u64>, range: &std::ops::Range<u64>, page: u64) -> u64 {
@@ -176,7 +176,7 @@ fn snapshot_loop(test: &str, page: u64, hugetlb: bool) {
         ],
     );
     let vmm = peer(&daemon, sizes(), hugetlb);
-    verify_all(&vmm, &model);
+    verify(&daemon, &vmm, &model);
     // One more generation, over generation 2.
     let len = MIB.max(page);
     vmm.touch(Touch::write(8 * MIB - len, len, 2, 11)).unwrap();
@@ -189,7 +189,7 @@ fn snapshot_loop(test: &str, page: u64, hugetlb: bool) {
 
     let daemon = Daemon::start_at(&dir, "vmm3.sock", &["--snapshot-dir", path(&next)]);
     let vmm = peer(&daemon, sizes(), hugetlb);
-    verify_all(&vmm, &model);
+    verify(&daemon, &vmm, &model);
     assert!(vmm.exit().unwrap().success());
     expect_exit(daemon, 0);
 }
@@ -258,7 +258,7 @@ fn kvm_guest_restores_through_the_daemon() {
         vmm.kvm_touch(0, size, 2, None).unwrap().sums,
         model.kvm_sums(0, size)
     );
-    verify_all(&vmm, &model);
+    verify(&daemon, &vmm, &model);
     assert!(vmm.exit().unwrap().success());
     expect_exit(daemon, 0);
 }
@@ -287,7 +287,7 @@ fn prefetch_all_with_fault_around_serves_every_byte() {
     );
     let vmm = peer(&daemon, sizes(), false);
     // Demand faults race the prefetch.
-    verify_all(&vmm, &model);
+    verify(&daemon, &vmm, &model);
     let deadline = Instant::now() + TIMEOUT;
     let stats = loop {
         let stats = daemon.control("stats");
@@ -353,13 +353,13 @@ fn blocks_larger_than_pages_round_the_diff_out() {
     let summary = daemon.control("snapshot");
     assert_eq!(summary["dirty_bytes"], 4 * MIB, "{summary}");
     assert_eq!(summary["empty_bytes"], 2 * MIB, "{summary}");
-    verify_all(&vmm, &model);
+    verify(&daemon, &vmm, &model);
     assert!(vmm.exit().unwrap().success());
     expect_exit(daemon, 0);
 
     let daemon = Daemon::start_at(&dir, "vmm2.sock", &["--snapshot-dir", path(&generation)]);
     let vmm = peer(&daemon, sizes(), false);
-    verify_all(&vmm, &model);
+    verify(&daemon, &vmm, &model);
     assert!(vmm.exit().unwrap().success());
     expect_exit(daemon, 0);
 }

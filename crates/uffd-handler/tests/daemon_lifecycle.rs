@@ -74,8 +74,10 @@ fn vmm_killed_mid_restore_is_noticed_within_a_second() {
 fn nobody_connecting_exits_5() {
     let dir = TestDir::new("accept-timeout");
     let (memory, _) = image(&dir, MIB);
-    let daemon = Daemon::start(
+    // Not waiting for readiness: the daemon may be gone again by then.
+    let daemon = Daemon::spawn(
         &dir,
+        "vmm.sock",
         &["--memory-file", path(&memory), "--accept-timeout", "300ms"],
     );
     expect_exit(daemon, 5, &["no VMM connected", "accept-timeout"]);

@@ -13,8 +13,9 @@ use crate::engine::EngineExit;
 /// A message for the main loop.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// The engine stopped serving on its own.
-    Engine(EngineExit),
+    /// The engine of session `.0` (the daemon's count of VMMs served) stopped serving on its
+    /// own. An earlier session's engine may report late; the session number tells.
+    Engine(u64, EngineExit),
     /// A control socket command.
     Control(ControlRequest),
 }
@@ -77,15 +78,19 @@ impl EventSender {
         true
     }
 
-    /// Forwards the engine's exit reason (from its channel) to the main loop, on a thread
-    /// that ends when the engine's channel closes.
-    pub(crate) fn forward_engine_exits(&self, exits: Receiver<EngineExit>) -> std::io::Result<()> {
+    /// Forwards the exit reason of session `session`'s engine (from its channel) to the main
+    /// loop, on a thread that ends when the engine's channel closes.
+    pub(crate) fn forward_engine_exits(
+        &self,
+        session: u64,
+        exits: Receiver<EngineExit>,
+    ) -> std::io::Result<()> {
         let sender = self.clone();
         std::thread::Builder::new()
             .name("engine-exits".into())
             .spawn(move || {
                 if let Ok(exit) = exits.recv() {
-                    sender.send(Event::Engine(exit));
+                    sender.send(Event::Engine(session, exit));
                 }
             })
             .map(drop)

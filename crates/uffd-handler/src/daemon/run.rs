@@ -41,6 +41,8 @@ pub(crate) struct Daemon {
     events: Events,
     source: Arc<dyn PageSource>,
     generations_written: u64,
+    /// VMMs whose engine started (numbers the sessions).
+    sessions: u64,
     last_snapshot: Option<SnapshotSummary>,
     /// The final statistics of the last VMM served.
     last_stats: Option<Stats>,
@@ -55,14 +57,18 @@ enum Awaited {
 impl Daemon {
     /// Binds the sockets. Call before any thread starts (the control socket's bind narrows
     /// the process umask for a moment).
+    ///
+    /// The VMM socket is listening before the control socket is bound, so a control socket
+    /// that accepts connections means the daemon is ready for the VMM. (The VMM socket's file
+    /// appears a moment before it listens: a VMM connecting in that moment is refused.)
     pub(crate) fn new(config: ServeConfig, signals: StopSignals) -> Result<Daemon, Outcome> {
         let usage = |message: String| Outcome::new(DaemonExit::Usage, message);
+        let listener = HandshakeListener::bind(&config.socket, config.socket_group)
+            .map_err(|e| usage(format!("--socket: {e}")))?;
         let control = match &config.control {
             Some(path) => Some(ControlSocket::bind(path).map_err(|e| usage(e.to_string()))?),
             None => None,
         };
-        let listener = HandshakeListener::bind(&config.socket, config.socket_group)
-            .map_err(|e| usage(format!("--socket: {e}")))?;
         let events = Events::new().map_err(|e| usage(format!("cannot create an eventfd: {e}")))?;
         let source: Arc<dyn PageSource> = config.snapshot.source.clone();
         #[cfg(feature = "test-hooks")]
@@ -76,7 +82,11 @@ impl Daemon {
             }
             None => source,
         };
-        info!(snapshot = %config.snapshot.description, "serving");
+        info!(
+            snapshot = %config.snapshot.description,
+            socket = %config.socket.display(),
+            "ready: waiting for a VMM"
+        );
         Ok(Daemon {
             config,
             started: Instant::now(),
@@ -86,6 +96,7 @@ impl Daemon {
             events,
             source,
             generations_written: 0,
+            sessions: 0,
             last_snapshot: None,
             last_stats: None,
         })
@@ -163,7 +174,9 @@ impl Daemon {
                             return Awaited::Done(outcome);
                         }
                     }
-                    Event::Engine(exit) => warn!(?exit, "late engine exit ignored"),
+                    Event::Engine(session, exit) => {
+                        info!(session, ?exit, "a finished session's engine exit ignored");
+                    }
                 }
             }
             let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -271,11 +284,17 @@ impl Daemon {
                 );
             }
         };
-        info!(pid, uid = peer.uid, "serving the VMM");
+        self.sessions += 1;
+        info!(
+            pid,
+            uid = peer.uid,
+            session = self.sessions,
+            "serving the VMM"
+        );
         let forwarding = self
             .events
             .sender()
-            .forward_engine_exits(engine.exits().clone());
+            .forward_engine_exits(self.sessions, engine.exits().clone());
         let next_generation = self.config.next_generation.clone().map(|dir| {
             NextGeneration::new(dir, self.config.parent_files, &self.config.snapshot.source)
         });
@@ -316,10 +335,17 @@ impl Daemon {
         loop {
             for event in self.events.drain() {
                 match event {
-                    Event::Engine(EngineExit::Fatal(fatal)) => {
+                    Event::Engine(id, exit) if id != self.sessions => {
+                        info!(
+                            session = id,
+                            ?exit,
+                            "a finished session's engine exit ignored"
+                        );
+                    }
+                    Event::Engine(_, EngineExit::Fatal(fatal)) => {
                         return (self.fatal(session, &fatal), true);
                     }
-                    Event::Engine(EngineExit::PeerGone) => {
+                    Event::Engine(_, EngineExit::PeerGone) => {
                         info!(pid = session.pid(), "the VMM's memory is gone (ESRCH)");
                         gone_since.get_or_insert_with(Instant::now);
                     }

@@ -178,6 +178,22 @@ pub fn verify_all(peer: &PeerProcess, model: &Model) {
     assert_hashes(&hashes, model, 0, size);
 }
 
+/// [`verify_all`], and on failure the serving daemon's live statistics in the message.
+#[track_caller]
+pub fn verify(daemon: &Daemon, peer: &PeerProcess, model: &Model) {
+    let size = model.size();
+    match peer
+        .start_hash(0, size, 4)
+        .and_then(|pending| pending.wait())
+    {
+        Ok(hashes) => assert_hashes(&hashes, model, 0, size),
+        Err(e) => panic!(
+            "hashing every block failed: {e}\nthe daemon's statistics: {}",
+            daemon.control("stats")
+        ),
+    }
+}
+
 /// A running `uffd-handler serve`; killed on drop.
 pub struct Daemon {
     child: Child,
@@ -251,17 +267,26 @@ impl Daemon {
         }
     }
 
-    /// Waits until the VMM socket exists (the daemon binds it after opening the snapshot).
+    /// Waits until the daemon is ready for a VMM: its control socket (bound after the VMM
+    /// socket listens) accepts a connection; without one, until the VMM socket exists and
+    /// the daemon's "ready" log line is out.
     pub fn wait_for_socket(&self) {
         let deadline = Instant::now() + TIMEOUT;
-        while !self.socket.exists() {
+        loop {
+            let ready = match &self.control {
+                Some(control) => UnixStream::connect(control).is_ok(),
+                None => self.socket.exists() && self.stderr().contains("ready: waiting for a VMM"),
+            };
+            if ready {
+                return;
+            }
             assert!(
                 !self.exited(Duration::ZERO),
                 "the daemon exited before listening:\n{}",
                 self.stderr()
             );
-            assert!(Instant::now() < deadline, "no socket within {TIMEOUT:?}");
-            // Not synchronisation: a bounded poll for a file another process creates.
+            assert!(Instant::now() < deadline, "not ready within {TIMEOUT:?}");
+            // Not synchronisation: a bounded poll for a socket another process creates.
             self.exited(Duration::from_millis(5));
         }
     }
