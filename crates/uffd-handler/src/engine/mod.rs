@@ -60,7 +60,8 @@ pub struct EngineConfig {
     pub defer_pacing: Duration,
     /// Prefetch worker threads.
     pub prefetch_workers: usize,
-    /// Pages per prefetch COPY (at most).
+    /// Pages per prefetch COPY (at most; capped at 2 MiB, so demand faults on a page inside a
+    /// chunk in flight wait for one 2 MiB copy at most).
     pub prefetch_chunk_pages: u64,
     /// Record the order in which demand faults first install pages (the working set), to
     /// replay as the prefetch order of the next restore.

@@ -106,7 +106,7 @@ pub(crate) fn start(
         std::thread::Builder::new()
             .name("uffd-prefetch-plan".into())
             .spawn(move || {
-                let chunk = shared.config.prefetch_chunk_pages.max(1);
+                let chunk = chunk_pages(&shared);
                 let page = shared.page_bytes();
                 for span in order {
                     let first = span.start / page;
@@ -149,6 +149,14 @@ pub(crate) fn start(
     }
 }
 
+/// Pages per prefetch COPY: the configured count, but never more than 2 MiB, so a demand
+/// fault on a page inside a chunk in flight waits for one 2 MiB copy at most (with 2 MiB pages,
+/// one page).
+fn chunk_pages(shared: &Shared) -> u64 {
+    let cap = ((2u64 << 20) / shared.page_bytes()).max(1);
+    shared.config.prefetch_chunk_pages.clamp(1, cap)
+}
+
 fn worker(shared: &Shared, jobs: &Receiver<PageRange>, stop: &AtomicBool, counters: &Counters) {
     for job in jobs {
         if stop.load(Ordering::Acquire) || shared.is_stopping() {
@@ -177,11 +185,7 @@ fn yield_to_demand(shared: &Shared) {
 /// piece reaches; returns the next page to look at.
 fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u64 {
     let bytes = shared.page_bytes();
-    let window = shared
-        .config
-        .prefetch_chunk_pages
-        .max(1)
-        .next_power_of_two();
+    let window = chunk_pages(shared).next_power_of_two();
     let Ok(Some(mut claim)) = shared
         .tracker
         .try_claim_run(page, window, StateSet::MISSING)
