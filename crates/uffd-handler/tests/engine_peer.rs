@@ -350,7 +350,7 @@ fn graduation_4k() {
 #[test]
 fn graduation_2m() {
     if hugepages_or_skip("graduation_2m", 8) {
-        // Regions: page 0, pages 1..3, 3..7: the chunk 2..4 spans regions 1 and 2.
+        // Regions: page 0, pages 1..3, 3..7 (a 2 MiB prefetch COPY is one page at most).
         graduation(
             "graduation-2m",
             Pages::Huge,
@@ -363,7 +363,7 @@ fn graduation_2m() {
 #[test]
 fn prefetch_2m() {
     if hugepages_or_skip("prefetch_2m", 7) {
-        // Regions: page 0, pages 1..5, 5..7; chunks of 4 pages span regions.
+        // Regions: page 0, pages 1..5, 5..7 (a 2 MiB prefetch COPY is one page at most).
         prefetch(
             "prefetch-2m",
             Pages::Huge,

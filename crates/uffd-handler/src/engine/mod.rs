@@ -273,7 +273,7 @@ impl Engine {
             tracker,
             source,
             settle: RwLock::new(()),
-            reading: Mutex::new(()),
+            reading: RwLock::new(()),
             closed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             wp: config.dirty_tracking,
@@ -404,6 +404,7 @@ impl Engine {
             return Err(EngineError::NoDirtyTracking);
         }
         let _settled = self.shared.settle.write();
+        let _no_removes = self.shared.reading.write();
         Ok(self.collect_sets())
     }
 
@@ -435,6 +436,7 @@ impl Engine {
             return Err(EngineError::NoDirtyTracking);
         }
         let _settled = self.shared.settle.write();
+        let _no_removes = self.shared.reading.write();
         let sets = self.collect_sets();
         for span in &sets.dirty {
             self.reprotect(span.clone())?;

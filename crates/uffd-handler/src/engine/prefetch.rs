@@ -149,6 +149,9 @@ pub(crate) fn start(
     }
 }
 
+/// The most a prefetch COPY installs under the read gate (one 2 MiB page on hugetlbfs).
+const GATE_PIECE_BYTES: u64 = 256 << 10;
+
 /// Pages per prefetch COPY: the configured count, but never more than 2 MiB, so a demand
 /// fault on a page inside a chunk in flight waits for one 2 MiB copy at most (with 2 MiB pages,
 /// one page).
@@ -236,6 +239,9 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
     if shared.closed.load(Ordering::Acquire) {
         return end;
     }
+    // The read gate, from the state check to the record: no REMOVE is read meanwhile (the VMM
+    // zaps a removed range once its REMOVE is read, and a COPY into it would succeed).
+    let gate = shared.reading.read();
     // A REMOVE may have landed since the claim: install only the leading Missing pages.
     let missing = claim
         .pages()
@@ -246,8 +252,11 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
         counters.skipped.fetch_add(1, Ordering::Relaxed);
         return first + 1;
     }
+    // One short COPY per gate hold, so reading events never waits long behind prefetch; the
+    // rest of the run is the next call's.
+    let missing = missing.min((GATE_PIECE_BYTES / bytes).max(1));
     if missing < claim.pages().len() {
-        let _removed = claim.split_off(first + missing);
+        let _later = claim.split_off(first + missing);
     }
     let Some(dst) = shared.host_range(first, missing) else {
         counters.skipped.fetch_add(missing, Ordering::Relaxed);
@@ -271,6 +280,7 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
             drop(rest);
         }
     }
+    drop(gate);
     drop(guard);
     match outcome.status {
         Status::Complete => first + missing,

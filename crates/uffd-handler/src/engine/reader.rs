@@ -29,9 +29,10 @@ pub(crate) fn run(shared: Arc<Shared>) {
         }
         faults.clear();
         removes.clear();
-        // The madvising thread resumes as soon as its REMOVE is read; until the REMOVE is
-        // recorded, no other reader may read a fault that could follow it.
-        let reading = shared.reading.lock();
+        // The madvising thread resumes as soon as its REMOVE is read and zaps the range; until
+        // the REMOVE is recorded, no other reader may read a fault that could follow it, and
+        // no install may pass its last state check (see `Shared::reading`).
+        let reading = shared.reading.write();
         match shared.uffd.read_events(&mut batch) {
             Ok(events) => {
                 for event in events {
@@ -97,8 +98,9 @@ fn classify(shared: &Shared, event: Event, faults: &mut Vec<Fault>, removes: &mu
             removes.push((start, end));
         }
         Event::Remap { from, to, len } => {
+            // Under the read gate (the caller holds it): no install is between computing its
+            // host address and its COPY.
             Metrics::add(&shared.metrics.other_events, 1);
-            let _settled = shared.settle.write();
             if !shared.layout.write().move_region(from, to, len) {
                 tracing::warn!(
                     from,
@@ -121,10 +123,12 @@ fn classify(shared: &Shared, event: Event, faults: &mut Vec<Fault>, removes: &mu
     }
 }
 
-/// Marks every page touched by the batch's REMOVE/UNMAP ranges `Removed`, under the settle
-/// write lock: no install is between its state check and its ioctl meanwhile.
+/// Marks every page touched by the batch's REMOVE/UNMAP ranges `Removed`, under the read
+/// gate (the caller holds it): no install is between its last state check and the end of
+/// its COPY meanwhile. An install already past its COPY records over `Removed` without
+/// resurrecting it (installs never downgrade); a zero install for a write records `Dirty`
+/// over it, and a fault there later, once the VMM has zapped the page, is served zeros.
 fn apply_removes(shared: &Shared, removes: &[(u64, u64)]) {
-    let _settled = shared.settle.write();
     let layout = shared.layout.read();
     let page = shared.page_bytes();
     for &(start, end) in removes {

@@ -156,59 +156,51 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
                 Err(e) => return source_failed(shared, fault, page, e.0),
             }
         }
-        PageState::Removed | PageState::Zero => Bytes::Zero,
-        PageState::Clean | PageState::Dirty => Bytes::None,
+        PageState::Removed | PageState::Zero | PageState::Dirty => Bytes::Zero,
+        PageState::Clean => Bytes::None,
     };
     hook(shared, super::HookPoint::BeforeBarrier, page * page_bytes);
     let guard = shared.settle.read();
     if shared.closed.load(Ordering::Acquire) {
         return;
     }
-    let state = shared.tracker.state(page).unwrap_or(PageState::Missing);
+    (claim, bytes) = fit(shared, claim, bytes, page);
     hook(shared, super::HookPoint::AfterStateRead, page * page_bytes);
-    match state {
-        PageState::Missing => {
-            if claim.pages().len() > 1 && !all_missing(shared, &claim) {
-                // A REMOVE landed in the window since the claim: keep only the faulting page.
-                let start = claim.pages().start();
-                claim = narrow(claim, page);
-                if let Bytes::Source(d) = bytes {
-                    let at = ((page - start) * page_bytes) as usize;
-                    bytes = Bytes::Source(&d[at..at + page_bytes as usize]);
-                }
-            }
-        }
-        // The stale-source race: fetched as Missing, removed since. Zeros, never old bytes.
-        PageState::Removed | PageState::Zero => {
-            claim = narrow(claim, page);
-            bytes = Bytes::Zero;
-        }
-        PageState::Clean | PageState::Dirty => {
-            claim = narrow(claim, page);
-            bytes = Bytes::None;
-        }
-    }
     hook(shared, super::HookPoint::BeforeInstall, page * page_bytes);
+    // The last state check, under the read gate: a REMOVE read since the check above (its
+    // range perhaps zapped already) is recorded by now, and none is read until the COPY ends.
+    let gate = shared.reading.read();
+    (claim, bytes) = fit(shared, claim, bytes, page);
     let Some(dst) = shared.host_range(claim.pages().start(), claim.pages().len()) else {
+        drop(gate);
         drop(guard);
         Metrics::add(&shared.metrics.discarded, 1);
         wake(shared, fault.addr);
         return;
     };
     let access = access(fault.kind);
+    // Source bytes are copied without waking, and woken once the gate is released: a wake-up
+    // inside the gate would keep every reader's read(2) waiting on it (half the throughput
+    // of two faulting threads, measured).
+    let mode = copy_mode(shared, access) | CopyMode::DONTWAKE;
     let (outcome, from_source) = match bytes {
-        Bytes::Source(src) => (shared.uffd.copy(dst, src, copy_mode(shared, access)), true),
-        Bytes::Assembled => (
-            shared.uffd.copy(dst, &scratch.0, copy_mode(shared, access)),
-            true,
-        ),
+        Bytes::Source(src) => (shared.uffd.copy(dst, src, mode), true),
+        Bytes::Assembled => (shared.uffd.copy(dst, &scratch.0, mode), true),
         Bytes::Zero => (install_zero(shared, dst, access), false),
         Bytes::None => {
+            drop(gate);
             Metrics::add(&shared.metrics.already_present, 1);
             finish_wake(shared, shared.uffd.wake(dst));
             return;
         }
     };
+    drop(gate);
+    if from_source
+        && outcome.done > 0
+        && let Ok(installed) = Range::new(dst.start(), outcome.done, shared.page_size)
+    {
+        finish_wake(shared, shared.uffd.wake(installed));
+    }
     hook(shared, super::HookPoint::AfterInstall, page * page_bytes);
     let installed_pages = outcome.done / page_bytes;
     let fault_served = page < claim.pages().start() + installed_pages;
@@ -226,11 +218,44 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
             Metrics::add(&shared.metrics.already_present, 1);
             wake(shared, fault.addr);
         }
-        // An event is pending, or the copy stopped part-way; the kernel woke the installed
-        // prefix, so only a fault outside it waits for the retry.
+        // An event is pending, or the copy stopped part-way; the installed prefix is woken,
+        // so only a fault outside it waits for the retry.
         Status::Again if !fault_served => shared.defer(fault.addr, fault.kind),
         Status::Again => {}
         status => outcome_failed(shared, fault, page, outcome, status),
+    }
+}
+
+/// Fits a claim and its bytes to the pages' states now. A REMOVE since the fetch turns the
+/// faulting page's install into zeros, never old bytes (the stale-source race), and drops the
+/// rest of a window. A Clean page is only woken (the fault raced its install). A Dirty page is
+/// served zeros again, as a Zero one is: a page written after a REMOVE was read is zapped with
+/// it if the VMM's zap comes after the install, and a fault there means it is absent (when it
+/// is not, the COPY meets EEXIST and wakes).
+fn fit<'t, 'b>(
+    shared: &Shared,
+    mut claim: Claim<'t>,
+    bytes: Bytes<'b>,
+    page: u64,
+) -> (Claim<'t>, Bytes<'b>) {
+    let page_bytes = shared.page_bytes();
+    match shared.tracker.state(page).unwrap_or(PageState::Missing) {
+        PageState::Missing => {
+            if claim.pages().len() > 1 && !all_missing(shared, &claim) {
+                // A REMOVE landed in the window since the claim: keep only the faulting page.
+                let start = claim.pages().start();
+                claim = narrow(claim, page);
+                if let Bytes::Source(d) = bytes {
+                    let at = ((page - start) * page_bytes) as usize;
+                    return (claim, Bytes::Source(&d[at..at + page_bytes as usize]));
+                }
+            }
+            (claim, bytes)
+        }
+        PageState::Removed | PageState::Zero | PageState::Dirty => {
+            (narrow(claim, page), Bytes::Zero)
+        }
+        PageState::Clean => (narrow(claim, page), Bytes::None),
     }
 }
 

@@ -24,11 +24,17 @@ pub(crate) struct Shared {
     pub(crate) page_size: PageSize,
     pub(crate) tracker: PageTracker,
     pub(crate) source: Arc<dyn PageSource>,
-    /// The settle barrier: installs hold it shared, REMOVE batches and exports exclusive.
+    /// The settle barrier: installs hold it shared from their state check to their record,
+    /// exports and close exclusive (REMOVEs are recorded under the read gate, `reading`).
     pub(crate) settle: RwLock<()>,
-    /// Held by a reader from its `read(2)` until that batch's REMOVEs are applied, so no
-    /// other reader can read (and serve) a fault that follows a REMOVE not yet recorded.
-    pub(crate) reading: Mutex<()>,
+    /// The read gate. A reader holds it exclusive from its `read(2)` until that batch's
+    /// REMOVEs are recorded, so no other reader can read (and serve) a fault that follows a
+    /// REMOVE not yet recorded. Installs hold it shared from their last state check to the
+    /// end of their COPY: the VMM zaps a removed range as soon as its REMOVE is read, and a
+    /// COPY into the zapped range succeeds, so an install past its state check when a REMOVE
+    /// is read would put snapshot bytes back into a page the guest has just freed. Never held
+    /// across a hook point or a source fetch, so reading events waits for one COPY at most.
+    pub(crate) reading: RwLock<()>,
     /// Set under the settle write lock when the uffd is about to close: no ioctl after it.
     pub(crate) closed: AtomicBool,
     pub(crate) stopping: AtomicBool,
