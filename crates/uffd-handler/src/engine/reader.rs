@@ -1,5 +1,5 @@
-//! The threads that read the uffd. Each reads a batch of messages without any lock, applies
-//! the batch's REMOVEs under the settle write lock before any of its faults, then serves the
+//! The threads that read the uffd. Each reads a batch of messages under the read gate (never
+//! the settle lock), records the batch's REMOVEs before any of its faults, then serves the
 //! faults itself: a fault served on the CPU that read it costs ~4.5 us here, a hand-off to
 //! another thread ~24 us more (`limits.md`), so readers are the servers.
 
