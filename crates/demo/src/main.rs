@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use uffd_handler::peer::{PeerConfig, PeerProcess, Touch, touch_word};
+use uffd_handler::peer::{GuestModel, PeerConfig, PeerProcess, Touch};
 
 use daemon::Daemon;
 use report::Report;
@@ -137,7 +137,7 @@ fn run(args: &Args) -> Result<bool, String> {
     report.first_fault = restore_started.elapsed();
     report.first_fault_touch = Duration::from_nanos(first.elapsed_ns);
 
-    let mut model = snap.image;
+    let mut model = GuestModel::new(snap.image, PAGE);
     let check = bar(size, "verifying every byte");
     let mut bad = if vcpus > 0 {
         verify::kvm_sums(&peer, &model, vcpus, &check).map_err(|e| e.to_string())?
@@ -156,7 +156,7 @@ fn run(args: &Args) -> Result<bool, String> {
         let offset = (i * size / 8 + (1 << 20)) & !(PAGE - 1);
         peer.madvise_dontneed(offset, 8 << 20)
             .map_err(|e| e.to_string())?;
-        model[offset as usize..(offset + (8 << 20)) as usize].fill(0);
+        model.zero(offset, 8 << 20);
         removed += 8 << 20;
     }
     report.balloon_bytes = removed;
@@ -168,10 +168,7 @@ fn run(args: &Args) -> Result<bool, String> {
         let offset = (i * size / 16 + (5 << 20)) & !(PAGE - 1);
         peer.touch(Touch::write(offset, 2 << 20, 2, seed))
             .map_err(|e| e.to_string())?;
-        for page in (offset..offset + (2 << 20)).step_by(PAGE as usize) {
-            let at = page as usize;
-            model[at..at + 8].copy_from_slice(&touch_word(seed, page / PAGE).to_le_bytes());
-        }
+        model.touch_write(offset, 2 << 20, seed);
         written += 2 << 20;
     }
     report.written_bytes = written;

@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use daemon_common::{
-    Daemon, HUGE, MIB, Model, PAGE, TIMEOUT, TestDir, exit_code, free_hugepages, kvm_peer, peer,
-    skip, verify,
+    Daemon, HUGE, MIB, Model, PAGE, TIMEOUT, TestDir, exit_code, free_hugepages, kvm_peer,
+    model_image, peer, skip, verify,
 };
 use uffd_handler::peer::{PeerProcess, Touch};
 
@@ -131,8 +131,8 @@ fn dirty_in(dirty: &BTreeSet<u64>, range: &std::ops::Range<u64>, page: u64) -> u
 fn snapshot_loop(test: &str, page: u64, hugetlb: bool) {
     let dir = TestDir::new(test);
     let memory = dir.join("memory");
-    let mut model = Model::image(SEED, 8 * MIB, page);
-    model.save(&memory);
+    let mut model = model_image(SEED, 8 * MIB, page);
+    std::fs::write(&memory, &model.bytes).expect("write the memory file");
     let generation = dir.join("generation");
     let working_set = dir.join("working-set");
 
@@ -218,8 +218,8 @@ fn kvm_guest_restores_through_the_daemon() {
     let test = "kvm_guest_restores_through_the_daemon";
     let dir = TestDir::new("kvm");
     let memory = dir.join("memory");
-    let mut model = Model::image(SEED, 8 * MIB, PAGE);
-    model.save(&memory);
+    let mut model = model_image(SEED, 8 * MIB, PAGE);
+    std::fs::write(&memory, &model.bytes).expect("write the memory file");
     let generation = dir.join("generation");
     let daemon = Daemon::start(
         &dir,
@@ -267,8 +267,8 @@ fn kvm_guest_restores_through_the_daemon() {
 fn prefetch_all_with_fault_around_serves_every_byte() {
     let dir = TestDir::new("prefetch");
     let memory = dir.join("memory");
-    let model = Model::image(SEED, 8 * MIB, PAGE);
-    model.save(&memory);
+    let model = model_image(SEED, 8 * MIB, PAGE);
+    std::fs::write(&memory, &model.bytes).expect("write the memory file");
     let stats_json = dir.join("stats.json");
     let daemon = Daemon::start(
         &dir,
@@ -325,8 +325,8 @@ fn blocks_larger_than_pages_round_the_diff_out() {
     // zeros.
     let dir = TestDir::new("big-blocks");
     let memory = dir.join("memory");
-    let mut model = Model::image(SEED, 8 * MIB, PAGE);
-    model.save(&memory);
+    let mut model = model_image(SEED, 8 * MIB, PAGE);
+    std::fs::write(&memory, &model.bytes).expect("write the memory file");
     let generation = dir.join("generation");
     let daemon = Daemon::start(
         &dir,

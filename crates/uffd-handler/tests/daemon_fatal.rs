@@ -10,7 +10,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::Duration;
 
-use daemon_common::{Daemon, MIB, Model, PAGE, TIMEOUT, TestDir, assert_hashes, exit_code, peer};
+use daemon_common::{
+    Daemon, MIB, Model, PAGE, TIMEOUT, TestDir, assert_hashes, exit_code, model_image, peer,
+};
 use uffd_handler::peer::{PeerError, Touch};
 
 const SEED: u64 = 0xfa11;
@@ -22,8 +24,8 @@ fn path(p: &Path) -> &str {
 fn start(test: &str, on_fatal: &str) -> (TestDir, Daemon, Model) {
     let dir = TestDir::new(test);
     let memory = dir.join("memory");
-    let model = Model::image(SEED, 4 * MIB, PAGE);
-    model.save(&memory);
+    let model = model_image(SEED, 4 * MIB, PAGE);
+    std::fs::write(&memory, &model.bytes).expect("write the memory file");
     let daemon = Daemon::start(
         &dir,
         &[

@@ -12,7 +12,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daemon_common::{Daemon, MIB, Model, PAGE, TIMEOUT, TestDir, exit_code, peer, verify_all};
+use daemon_common::{
+    Daemon, MIB, Model, PAGE, TIMEOUT, TestDir, exit_code, model_image, peer, verify_all,
+};
 use rustix::process::Signal;
 use uffd_handler::peer::{Split, Touch};
 
@@ -25,8 +27,8 @@ fn path(p: &Path) -> &str {
 /// A memory file of `size` bytes in `dir`, and its model.
 fn image(dir: &TestDir, size: u64) -> (std::path::PathBuf, Model) {
     let memory = dir.join("memory");
-    let model = Model::image(SEED, size, PAGE);
-    model.save(&memory);
+    let model = model_image(SEED, size, PAGE);
+    std::fs::write(&memory, &model.bytes).expect("write the memory file");
     (memory, model)
 }
 

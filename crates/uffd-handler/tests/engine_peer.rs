@@ -8,7 +8,7 @@ mod common;
 #[path = "common/peer.rs"]
 mod peer;
 
-use peer::{MIB, Model, Pages, Served, assert_hashes, hugepages_or_skip, serve};
+use peer::{MIB, Pages, Served, assert_hashes, hugepages_or_skip, model_image, serve};
 use uffd_handler::peer::{BLOCK, Split, Touch};
 use uffd_handler::{CloseWhen, EngineConfig};
 
@@ -31,7 +31,7 @@ fn present(s: &Served, first: u64, count: u64) -> Vec<bool> {
 
 fn every_byte_served(test: &str, pages: Pages, regions: Vec<u64>) {
     let s = serve(test, pages, regions, EngineConfig::default());
-    let model = Model::image(s.size, s.page);
+    let model = model_image(s.size, s.page);
     let n = s.pages();
     // Four threads faulting the same pages at once: duplicates of pages in flight.
     let shared = n.min(64) * s.page;
@@ -74,7 +74,7 @@ fn every_byte_served_2m() {
 /// elsewhere; then writes into a removed page.
 fn balloon(test: &str, pages: Pages, regions: Vec<u64>, touched: u64, removes: &[(u64, u64)]) {
     let s = serve(test, pages, regions.clone(), EngineConfig::default());
-    let mut model = Model::image(s.size, s.page);
+    let mut model = model_image(s.size, s.page);
     let (p, n) = (s.page, s.pages());
     s.peer.touch(Touch::read(0, touched * p, 4)).unwrap();
     let mut removed = vec![false; n as usize];
@@ -169,7 +169,7 @@ fn fault_around(
         ..EngineConfig::default()
     };
     let s = serve(test, pages, regions, config);
-    let model = Model::image(s.size, s.page);
+    let model = model_image(s.size, s.page);
     let (p, n) = (s.page, s.pages());
     let mut expect = vec![false; n as usize];
     let mut installed = 0;
@@ -237,7 +237,7 @@ fn prefetch(test: &str, pages: Pages, regions: Vec<u64>, chunk: u64, plan: [(u64
         ..EngineConfig::default()
     };
     let s = serve(test, pages, regions, config);
-    let mut model = Model::image(s.size, s.page);
+    let mut model = model_image(s.size, s.page);
     let (p, n) = (s.page, s.pages());
     let [(rm, rm_count), (read, read_count), (write, write_count)] = plan;
     s.peer.madvise_dontneed(rm * p, rm_count * p).unwrap();
@@ -293,7 +293,7 @@ fn graduation(test: &str, pages: Pages, regions: Vec<u64>, plan: [(u64, u64); 3]
         ..EngineConfig::default()
     };
     let s = serve(test, pages, regions, config);
-    let mut model = Model::image(s.size, s.page);
+    let mut model = model_image(s.size, s.page);
     let p = s.page;
     let [(rm, rm_count), (read, read_count), (write, write_count)] = plan;
     s.peer.madvise_dontneed(rm * p, rm_count * p).unwrap();

@@ -11,7 +11,7 @@ mod peer;
 use std::ops::Range;
 
 use page_tracker::PageState;
-use peer::{MIB, Model, Pages, Served, assert_hashes, hugepages_or_skip, serve};
+use peer::{MIB, Model, Pages, Served, assert_hashes, hugepages_or_skip, model_image, serve};
 use uffd_handler::peer::{BLOCK, Touch};
 use uffd_handler::{EngineConfig, PageSets};
 
@@ -172,7 +172,7 @@ fn dirty_export(test: &str, pages: Pages, regions: Vec<u64>, ops: &[Op]) {
     };
     let s = serve(test, pages, regions, config);
     let mut script = Script {
-        bytes: Model::image(s.size, s.page),
+        bytes: model_image(s.size, s.page),
         states: vec![PageState::Missing; s.pages() as usize],
         s,
     };

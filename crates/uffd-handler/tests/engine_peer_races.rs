@@ -25,7 +25,7 @@ mod races {
     use uffd_handler::peer::Touch;
 
     use super::common::parker::Parker;
-    use super::peer::{MIB, Model, Pages, TIMEOUT, hugepages_or_skip, serve};
+    use super::peer::{MIB, Pages, TIMEOUT, hugepages_or_skip, model_image, serve};
 
     /// A peer thread reads `page`; the reader serving it parks at `point` (settle read lock
     /// held, state already read as Missing); the VMM madvises the page away and the madvise
@@ -43,7 +43,7 @@ mod races {
             ..EngineConfig::default()
         };
         let s = serve(test, pages, regions, config);
-        let model = Model::image(s.size, s.page);
+        let model = model_image(s.size, s.page);
         let p = s.page;
         let touch = s.peer.start_touch(Touch::read(page * p, p, 1)).unwrap();
         parker.wait_parked();

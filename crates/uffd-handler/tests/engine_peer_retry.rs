@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::FlakySource;
 use common::proc::until;
-use peer::{MIB, Model, Pages, Served, assert_hashes, hugepages_or_skip, serve_with};
+use peer::{MIB, Pages, Served, assert_hashes, hugepages_or_skip, model_image, serve_with};
 use uffd_handler::EngineConfig;
 use uffd_handler::engine::RetryPolicy;
 use uffd_handler::peer::{Split, Touch};
@@ -59,7 +59,7 @@ fn retry_cycles_per_page(test: &str, pages: Pages, regions: Vec<u64>, page: u64)
         ..EngineConfig::default()
     };
     let (s, flaky) = flaky_peer(test, pages, regions, page, 2, config);
-    let model = Model::image(s.size, s.page);
+    let model = model_image(s.size, s.page);
     let p = s.page;
     let touch = Touch::read(page * p, p, 8).split(Split::Shared);
     let report = s.peer.touch(touch).unwrap();
@@ -110,7 +110,7 @@ fn backoff_parks_no_reader(test: &str, pages: Pages, regions: Vec<u64>, page: u6
         ..EngineConfig::default()
     };
     let (s, flaky) = flaky_peer(test, pages, regions, page, 1, config);
-    let model = Model::image(s.size, s.page);
+    let model = model_image(s.size, s.page);
     let p = s.page;
     let failing = s
         .peer

@@ -4,7 +4,7 @@
 
 mod peer_common;
 
-use peer_common::{HUGE, Model, TestHandler, assert_hashes, free_hugepages, skip, start};
+use peer_common::{HUGE, TestHandler, assert_hashes, free_hugepages, model_image, skip, start};
 use uffd_handler::peer::{BLOCK, Touch};
 
 /// Regions of 4 and 2 MiB: 3 huge pages.
@@ -29,7 +29,7 @@ fn hugetlb_touch_hash_madvise_pagemap() {
         assert_eq!(r.base_host_virt_addr % HUGE, 0);
     }
     let handler = TestHandler::serve(&hs, 3, HUGE);
-    let mut model = Model::image(3, peer.image_size(), HUGE);
+    let mut model = model_image(3, peer.image_size(), HUGE);
     let size = peer.image_size();
 
     // Two threads per huge page: every page faults once and is installed whole.

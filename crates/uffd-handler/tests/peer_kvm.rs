@@ -6,8 +6,8 @@
 mod peer_common;
 
 use peer_common::{
-    HUGE, Model, PAGE, SocketDir, TestHandler, accept_handshake, assert_hashes, config,
-    free_hugepages, poll_in, skip,
+    HUGE, PAGE, SocketDir, TestHandler, accept_handshake, assert_hashes, config, free_hugepages,
+    model_image, poll_in, skip,
 };
 use rustix::event::PollFlags;
 use uffd_handler::peer::{PeerError, PeerProcess};
@@ -51,7 +51,7 @@ fn kvm_guest_reads_and_writes_through_the_handler() {
         return;
     };
     let handler = TestHandler::serve(&hs, SEED, PAGE);
-    let mut model = Model::image(SEED, peer.image_size(), PAGE);
+    let mut model = model_image(SEED, peer.image_size(), PAGE);
     let size = peer.image_size();
 
     // Every block read by three vCPUs: each page faulted once, through KVM.
@@ -97,7 +97,7 @@ fn kvm_guest_on_hugetlb_pages() {
         return;
     };
     let handler = TestHandler::serve(&hs, SEED, HUGE);
-    let mut model = Model::image(SEED, peer.image_size(), HUGE);
+    let mut model = model_image(SEED, peer.image_size(), HUGE);
     let size = peer.image_size();
     let report = peer.kvm_touch(0, size, 2, Some(5)).unwrap();
     model.kvm_write(0, size, 5);

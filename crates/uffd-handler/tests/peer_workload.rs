@@ -5,7 +5,7 @@
 
 mod peer_common;
 
-use peer_common::{Model, PAGE, TestHandler, assert_hashes, start};
+use peer_common::{PAGE, TestHandler, assert_hashes, model_image, start};
 use uffd_handler::peer::{
     BLOCK, Command, PeerError, RemoteErrorKind, Split, Touch, WriteData, touch_word,
 };
@@ -22,7 +22,7 @@ fn sizes() -> Vec<u64> {
 fn read_touch_serves_every_page_once() {
     let (_dir, peer, hs) = start("read-touch", sizes(), false);
     let handler = TestHandler::serve(&hs, SEED, PAGE);
-    let model = Model::image(SEED, peer.image_size(), PAGE);
+    let model = model_image(SEED, peer.image_size(), PAGE);
     let size = peer.image_size();
 
     let report = peer.touch(Touch::read(0, size, 4)).unwrap();
@@ -47,7 +47,7 @@ fn read_touch_serves_every_page_once() {
 fn every_split_touches_every_page() {
     let (_dir, peer, hs) = start("splits", sizes(), false);
     let _handler = TestHandler::serve(&hs, SEED, PAGE);
-    let mut model = Model::image(SEED, peer.image_size(), PAGE);
+    let mut model = model_image(SEED, peer.image_size(), PAGE);
     let pages = 64;
     let len = pages * PAGE;
     // Several threads faulting the same pages at once.
@@ -83,7 +83,7 @@ fn every_split_touches_every_page() {
 fn kernel_mode_faults_reach_the_handler() {
     let (_dir, peer, hs) = start("kernel-faults", sizes(), false);
     let handler = TestHandler::serve(&hs, SEED, PAGE);
-    let model = Model::image(SEED, peer.image_size(), PAGE);
+    let model = model_image(SEED, peer.image_size(), PAGE);
     // The kernel reads never-touched pages (write(2) from guest memory): with a user-mode-only
     // uffd this would be EFAULT; Firecracker's uffd delivers these faults, as KVM's.
     let (offset, len) = (4 * MIB - 8 * PAGE, 16 * PAGE);
@@ -100,7 +100,7 @@ fn kernel_mode_faults_reach_the_handler() {
 fn the_driver_is_shared_by_threads() {
     let (_dir, peer, hs) = start("shared-driver", sizes(), false);
     let _handler = TestHandler::serve(&hs, SEED, PAGE);
-    let model = Model::image(SEED, peer.image_size(), PAGE);
+    let model = model_image(SEED, peer.image_size(), PAGE);
     let part = peer.image_size() / 8;
     std::thread::scope(|s| {
         for i in 0..8 {
@@ -122,7 +122,7 @@ fn the_driver_is_shared_by_threads() {
 fn writes_and_reads_across_regions() {
     let (_dir, peer, hs) = start("writes", sizes(), false);
     let _handler = TestHandler::serve(&hs, SEED, PAGE);
-    let mut model = Model::image(SEED, peer.image_size(), PAGE);
+    let mut model = model_image(SEED, peer.image_size(), PAGE);
 
     // Bytes spanning the end of region 1 and the start of region 2, unaligned.
     let offset = 6 * MIB - 3;
@@ -153,7 +153,7 @@ fn writes_and_reads_across_regions() {
 fn madvise_dontneed_raises_remove_and_reads_zeros() {
     let (_dir, peer, hs) = start("madvise", sizes(), false);
     let handler = TestHandler::serve(&hs, SEED, PAGE);
-    let mut model = Model::image(SEED, peer.image_size(), PAGE);
+    let mut model = model_image(SEED, peer.image_size(), PAGE);
     let size = peer.image_size();
     peer.touch(Touch::read(0, size, 2)).unwrap();
     let before = handler.installed();

@@ -27,6 +27,7 @@ mod error;
 mod handshake;
 mod kvm;
 mod memory;
+mod model;
 mod ops;
 mod pattern;
 mod pending;
@@ -41,6 +42,7 @@ pub use control::{
 pub use driver::PeerProcess;
 pub use error::PeerError;
 pub use handshake::{HandshakeRegion, PayloadVersion, UnknownPayloadVersion, handshake_json};
+pub use model::GuestModel;
 pub use pattern::{block_hash, kvm_block_sum, kvm_word, touch_word, zero_block_hash};
 pub use pending::Pending;
 pub use serve::{EXIT_STARTUP_FAILED, run};

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use snapshot_format::LayeredSource;
 use uffd_core::{Features, PageSize, Uffd};
-use uffd_handler::peer::{BLOCK, PeerConfig, PeerProcess, block_hash, touch_word};
+use uffd_handler::peer::{BLOCK, PeerConfig, PeerProcess, block_hash};
 use uffd_handler::protocol::{
     HandshakeListener, PeerPolicy, PeerWatch, open_pidfd, receive_handshake,
 };
@@ -221,63 +221,12 @@ pub fn exited_within(watch: &PeerWatch, timeout: Duration) -> bool {
     })
 }
 
-/// What every byte of the guest memory should be.
-#[derive(Debug, Clone)]
-pub struct Model {
-    /// The bytes, by image offset.
-    pub bytes: Vec<u8>,
-    /// The guest's page size.
-    pub page: u64,
-}
+/// The expected bytes of guest memory.
+pub use uffd_handler::peer::GuestModel as Model;
 
-impl Model {
-    /// The snapshot image ([`pattern`]) of `size` bytes.
-    pub fn image(size: u64, page: u64) -> Self {
-        Model {
-            bytes: image_bytes(size).to_vec(),
-            page,
-        }
-    }
-
-    /// Zeros (a removed range).
-    pub fn zero(&mut self, offset: u64, len: u64) {
-        self.bytes[offset as usize..(offset + len) as usize].fill(0);
-    }
-
-    /// Stores bytes.
-    pub fn write(&mut self, offset: u64, data: &[u8]) {
-        self.bytes[offset as usize..offset as usize + data.len()].copy_from_slice(data);
-    }
-
-    /// What a write touch with `seed` stores: a word at the start of every page.
-    pub fn touch_write(&mut self, offset: u64, len: u64, seed: u64) {
-        for p in (offset..offset + len).step_by(self.page as usize) {
-            self.write(p, &touch_word(seed, p / self.page).to_le_bytes());
-        }
-    }
-
-    /// The little-endian word at `offset`.
-    pub fn word(&self, offset: u64) -> u64 {
-        let o = offset as usize;
-        u64::from_le_bytes(self.bytes[o..o + 8].try_into().expect("8 bytes"))
-    }
-
-    /// A read touch's checksum over `[offset, offset + len)`, each page read `times` times.
-    pub fn read_checksum(&self, offset: u64, len: u64, times: u64) -> u64 {
-        (offset..offset + len)
-            .step_by(self.page as usize)
-            .fold(0u64, |s, o| {
-                s.wrapping_add(self.word(o).wrapping_mul(times))
-            })
-    }
-
-    /// The block hashes of a range.
-    pub fn hashes(&self, offset: u64, len: u64) -> Vec<u64> {
-        self.bytes[offset as usize..(offset + len) as usize]
-            .chunks_exact(BLOCK as usize)
-            .map(block_hash)
-            .collect()
-    }
+/// The snapshot image ([`pattern`]) of `size` bytes.
+pub fn model_image(size: u64, page: u64) -> Model {
+    Model::new(image_bytes(size).to_vec(), page)
 }
 
 /// Asserts the peer's block hashes equal the model's, naming the first block that differs and

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use snapshot_format::Chunk;
 use uffd_handler::{PageSets, PageSource, SourceError};
 
-use crate::peer::Model;
+use crate::peer::{Model, model_image};
 
 /// xorshift64*: reproducible from its seed, no dependency.
 #[derive(Debug, Clone)]
@@ -195,7 +195,7 @@ impl World {
     /// The image, every page Missing.
     pub fn new(size: u64, page: u64) -> Self {
         World {
-            bytes: Model::image(size, page),
+            bytes: model_image(size, page),
             states: vec![PageState::Missing; (size / page) as usize],
         }
     }

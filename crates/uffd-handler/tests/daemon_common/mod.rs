@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, PidfdFlags, Signal};
-use uffd_handler::peer::{BLOCK, PeerConfig, PeerError, PeerProcess, block_hash, touch_word};
+use uffd_handler::peer::{BLOCK, PeerConfig, PeerError, PeerProcess, touch_word};
 
 /// The daemon binary built with this package.
 pub const DAEMON_BIN: &str = env!("CARGO_BIN_EXE_uffd-handler");
@@ -74,78 +74,23 @@ impl Drop for TestDir {
     }
 }
 
-/// What every byte of the guest memory should be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Model {
-    pub bytes: Vec<u8>,
-    pub page: u64,
-}
+/// The expected bytes of guest memory.
+pub use uffd_handler::peer::GuestModel as Model;
 
-impl Model {
-    /// A snapshot image of `size` bytes: pseudo-random words, with every 8th 64 KiB run of
-    /// zeros (holes the snapshot stores as zero blocks).
-    pub fn image(seed: u64, size: u64, page: u64) -> Self {
-        let mut bytes = Vec::with_capacity(size as usize);
-        for i in 0..size / 8 {
-            let offset = i * 8;
-            let word = if (offset / (64 << 10)) % 8 == 7 {
-                0
-            } else {
-                touch_word(seed ^ 0x5eed, i)
-            };
-            bytes.extend_from_slice(&word.to_le_bytes());
-        }
-        Model { bytes, page }
+/// A snapshot image of `size` bytes: pseudo-random words, with every 8th 64 KiB run of
+/// zeros (holes the snapshot stores as zero blocks).
+pub fn model_image(seed: u64, size: u64, page: u64) -> Model {
+    let mut bytes = Vec::with_capacity(size as usize);
+    for i in 0..size / 8 {
+        let offset = i * 8;
+        let word = if (offset / (64 << 10)) % 8 == 7 {
+            0
+        } else {
+            touch_word(seed ^ 0x5eed, i)
+        };
+        bytes.extend_from_slice(&word.to_le_bytes());
     }
-
-    /// Writes the image to `path` (a Firecracker memory file).
-    pub fn save(&self, path: &Path) {
-        std::fs::write(path, &self.bytes).expect("write the memory file");
-    }
-
-    pub fn size(&self) -> u64 {
-        self.bytes.len() as u64
-    }
-
-    /// Zeros (a removed range).
-    pub fn zero(&mut self, offset: u64, len: u64) {
-        self.bytes[offset as usize..(offset + len) as usize].fill(0);
-    }
-
-    /// Stores bytes.
-    pub fn write(&mut self, offset: u64, data: &[u8]) {
-        self.bytes[offset as usize..offset as usize + data.len()].copy_from_slice(data);
-    }
-
-    /// What a write touch with `seed` stores.
-    pub fn touch_write(&mut self, offset: u64, len: u64, seed: u64) {
-        for p in (offset..offset + len).step_by(self.page as usize) {
-            self.write(p, &touch_word(seed, p / self.page).to_le_bytes());
-        }
-    }
-
-    /// What a KVM touch with write `seed` stores (the first `u32` of every block).
-    pub fn kvm_write(&mut self, offset: u64, len: u64, seed: u32) {
-        for b in (offset..offset + len).step_by(BLOCK as usize) {
-            self.write(b, &uffd_handler::peer::kvm_word(seed, b).to_le_bytes());
-        }
-    }
-
-    /// The KVM guest's sums of a range's blocks.
-    pub fn kvm_sums(&self, offset: u64, len: u64) -> Vec<u32> {
-        self.bytes[offset as usize..(offset + len) as usize]
-            .chunks_exact(BLOCK as usize)
-            .map(uffd_handler::peer::kvm_block_sum)
-            .collect()
-    }
-
-    /// The block hashes of a range.
-    pub fn hashes(&self, offset: u64, len: u64) -> Vec<u64> {
-        self.bytes[offset as usize..(offset + len) as usize]
-            .chunks_exact(BLOCK as usize)
-            .map(block_hash)
-            .collect()
-    }
+    Model::new(bytes, page)
 }
 
 /// Asserts the peer's block hashes of `[offset, offset + len)` equal the model's, naming the

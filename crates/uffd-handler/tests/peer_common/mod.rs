@@ -188,67 +188,12 @@ pub fn image_bytes(seed: u64, offset: u64, len: u64) -> Vec<u8> {
         .collect()
 }
 
-/// What every byte of the guest memory should be.
-#[derive(Debug, Clone)]
-pub struct Model {
-    pub bytes: Vec<u8>,
-    pub page: u64,
-}
+/// The expected bytes of guest memory.
+pub use uffd_handler::peer::GuestModel as Model;
 
-impl Model {
-    /// The snapshot image of `size` bytes with `seed`.
-    pub fn image(seed: u64, size: u64, page: u64) -> Self {
-        Model {
-            bytes: image_bytes(seed, 0, size),
-            page,
-        }
-    }
-
-    /// Zeros (a removed range).
-    pub fn zero(&mut self, offset: u64, len: u64) {
-        self.bytes[offset as usize..(offset + len) as usize].fill(0);
-    }
-
-    /// Stores bytes.
-    pub fn write(&mut self, offset: u64, data: &[u8]) {
-        self.bytes[offset as usize..offset as usize + data.len()].copy_from_slice(data);
-    }
-
-    /// What a write touch with `seed` stores.
-    pub fn touch_write(&mut self, offset: u64, len: u64, seed: u64) {
-        for p in (offset..offset + len).step_by(self.page as usize) {
-            self.write(p, &touch_word(seed, p / self.page).to_le_bytes());
-        }
-    }
-
-    /// What a KVM touch with write `seed` stores (the first `u32` of every block).
-    pub fn kvm_write(&mut self, offset: u64, len: u64, seed: u32) {
-        for b in (offset..offset + len).step_by(BLOCK as usize) {
-            self.write(b, &kvm_word(seed, b).to_le_bytes());
-        }
-    }
-
-    /// The KVM guest's sums of a range's blocks.
-    pub fn kvm_sums(&self, offset: u64, len: u64) -> Vec<u32> {
-        self.bytes[offset as usize..(offset + len) as usize]
-            .chunks_exact(BLOCK as usize)
-            .map(kvm_block_sum)
-            .collect()
-    }
-
-    /// The little-endian word at `offset`.
-    pub fn word(&self, offset: u64) -> u64 {
-        let o = offset as usize;
-        u64::from_le_bytes(self.bytes[o..o + 8].try_into().unwrap())
-    }
-
-    /// The block hashes of a range.
-    pub fn hashes(&self, offset: u64, len: u64) -> Vec<u64> {
-        self.bytes[offset as usize..(offset + len) as usize]
-            .chunks_exact(BLOCK as usize)
-            .map(block_hash)
-            .collect()
-    }
+/// The snapshot image of `size` bytes with `seed`.
+pub fn model_image(seed: u64, size: u64, page: u64) -> Model {
+    Model::new(image_bytes(seed, 0, size), page)
 }
 
 /// Asserts the peer's block hashes equal the model's, naming the first block that differs.
