@@ -25,6 +25,7 @@ pub use ops::diff::Diff;
 pub use ops::lookup::{Location, ReadPlan};
 pub use ops::merge::merge;
 pub use ops::normalise::normalise;
+pub use ops::ranges as page_sets;
 pub use source::{Chunk, LayeredSource, Segment};
 pub use writer::{MemoryImage, write_diff, write_generation_zero};
 

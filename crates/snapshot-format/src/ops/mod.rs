@@ -4,5 +4,5 @@ pub(crate) mod diff;
 pub(crate) mod lookup;
 pub(crate) mod merge;
 pub(crate) mod normalise;
-pub(crate) mod ranges;
+pub mod ranges;
 pub(crate) mod validate;

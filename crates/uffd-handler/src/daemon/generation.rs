@@ -28,9 +28,9 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::cli::ParentFiles;
-use super::ranges::{fit_to_blocks, normalise, total};
 use super::vmm_memory::VmmMemory;
 use crate::engine::{Engine, PageSets};
+use snapshot_format::page_sets::{fit_to_blocks, join};
 
 /// Why a snapshot could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -127,8 +127,8 @@ impl NextGeneration {
         let sets = match self.carried.take() {
             None => exported,
             Some(old) => PageSets {
-                dirty: normalise([old.dirty, exported.dirty].concat()),
-                empty: normalise([old.empty, exported.empty].concat()),
+                dirty: join([old.dirty, exported.dirty].concat()),
+                empty: join([old.empty, exported.empty].concat()),
             },
         };
         match self.write(&sets, memory, started) {
@@ -175,7 +175,7 @@ impl NextGeneration {
                 .map_err(|source| io_error("syncing", &tmp, source))?;
             header
         };
-        let diff_file_bytes = total(&dirty);
+        let diff_file_bytes = bytes_in(&dirty);
         if diff_file_bytes > 0 {
             fs::rename(&tmp, &data).map_err(|source| io_error("renaming", &tmp, source))?;
         } else {
@@ -197,7 +197,7 @@ impl NextGeneration {
             dir: self.dir.clone(),
             build_id: build,
             dirty_bytes: diff_file_bytes,
-            empty_bytes: total(&empty),
+            empty_bytes: bytes_in(&empty),
             diff_file_bytes,
             header_entries: header.entries().len(),
             elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
@@ -256,4 +256,9 @@ fn io_error(what: &'static str, path: &Path, source: io::Error) -> GenerationErr
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Total bytes of disjoint ranges.
+fn bytes_in(ranges: &[std::ops::Range<u64>]) -> u64 {
+    ranges.iter().map(|r| r.end - r.start).sum()
 }

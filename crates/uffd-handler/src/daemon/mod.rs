@@ -22,7 +22,6 @@ mod exit;
 mod fail_source;
 mod generation;
 mod peer_exit;
-mod ranges;
 mod run;
 mod session;
 mod signals;
