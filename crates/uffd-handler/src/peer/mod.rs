@@ -46,3 +46,16 @@ pub use model::GuestModel;
 pub use pattern::{block_hash, kvm_block_sum, kvm_word, touch_word, zero_block_hash};
 pub use pending::Pending;
 pub use serve::{EXIT_STARTUP_FAILED, run};
+
+/// Free 2 MiB hugepages (`HugePages_Free` in /proc/meminfo): what a peer with
+/// [`PeerConfig::hugetlb`] guest memory can still map. 0 if it cannot be read.
+pub fn free_hugepages() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("HugePages_Free:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -59,15 +59,8 @@ pub fn skip(test: &str, reason: &str) {
     let _ = writeln!(std::io::stderr().lock(), "SKIP {test}: {reason}");
 }
 
-/// `HugePages_Free` from /proc/meminfo.
-pub fn free_hugepages() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("read /proc/meminfo");
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("HugePages_Free:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
+#[allow(unused_imports)] // not every test binary including this module uses it
+pub use uffd_handler::peer::free_hugepages;
 
 /// Whether `needed` 2 MiB pages are free; if not, prints the skip line for `test`.
 pub fn hugepages_or_skip(test: &str, needed: u64) -> bool {
