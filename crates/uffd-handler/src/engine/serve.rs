@@ -54,12 +54,6 @@ pub(crate) fn serve(shared: &Shared, fault: Fault, scratch: &mut Scratch) {
         return;
     };
     let page = offset / shared.page_bytes();
-    if shared.retrying.load(Ordering::Acquire) > 0
-        && shared.deferred.lock().wake_pending(fault.addr)
-    {
-        // A source failure's backoff is running for this page; its wake serves this waiter.
-        return;
-    }
     match fault.kind {
         FaultKind::WriteProtect => serve_wp(shared, fault, page),
         FaultKind::Read | FaultKind::Write => serve_missing(shared, fault, page, scratch),
@@ -124,6 +118,14 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
         shared.defer(fault.addr, fault.kind);
         return;
     };
+    // Checked with the claim held: a failing attempt schedules its wake before it releases
+    // the claim, so this sees it, and no second attempt starts before the backoff ends.
+    if shared.retrying.load(Ordering::Acquire) > 0
+        && shared.deferred.lock().wake_pending(fault.addr)
+    {
+        // A source failure's backoff is running for this page; its wake serves this waiter.
+        return;
+    }
     let page_bytes = shared.page_bytes();
     // Fetch outside the lock: a slow source never holds up a REMOVE batch.
     let state = shared.tracker.state(page).unwrap_or(PageState::Missing);
@@ -199,6 +201,14 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
         && outcome.done > 0
         && let Ok(installed) = Range::new(dst.start(), outcome.done, shared.page_size)
     {
+        // Before the wake, so the woken thread's next first touch is recorded after this one.
+        if shared.config.record_working_set {
+            let pages = outcome.done / page_bytes;
+            shared
+                .working_set
+                .lock()
+                .push((claim.pages().start(), pages));
+        }
         finish_wake(shared, shared.uffd.wake(installed));
     }
     hook(shared, super::HookPoint::AfterInstall, page * page_bytes);
@@ -305,12 +315,6 @@ fn record(
         };
         Metrics::add(&shared.metrics.installed_source, n);
         Metrics::add(&shared.metrics.fault_around_pages, pages.saturating_sub(1));
-        if shared.config.record_working_set && n > 0 {
-            shared
-                .working_set
-                .lock()
-                .push((installed.pages().start(), pages));
-        }
     } else {
         Metrics::add(
             &shared.metrics.installed_zero,
