@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::process::Command;
 
+use test_support::TestDir;
+
 const PROBE: &str = r#"
 #include <stdio.h>
 #include <stddef.h>
@@ -52,24 +54,25 @@ int main(void) {
 "#;
 
 fn run_probe() -> Option<HashMap<String, u64>> {
-    let dir = std::env::temp_dir().join(format!("uffd-sys-probe-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).ok()?;
+    let dir = TestDir::new("uffd-sys-probe");
     let src = dir.join("probe.c");
     let bin = dir.join("probe");
-    std::fs::write(&src, PROBE).ok()?;
+    std::fs::write(&src, PROBE).expect("write the probe's source");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let built = Command::new(&cc).arg("-o").arg(&bin).arg(&src).status();
     match built {
         Ok(s) if s.success() => {}
         Ok(s) => panic!("{cc} failed to compile the probe against /usr/include: {s}"),
         Err(e) => {
-            eprintln!("SKIP c_probe: no C compiler `{cc}` ({e}); linux-raw-sys test still ran");
+            test_support::skip(
+                "c_probe::numbers_and_layouts_match_installed_headers",
+                &format!("no C compiler `{cc}` ({e}); the linux-raw-sys tests still ran"),
+            );
             return None;
         }
     }
     let out = Command::new(&bin).output().expect("run probe");
     assert!(out.status.success());
-    let _ = std::fs::remove_dir_all(&dir);
     let text = String::from_utf8(out.stdout).unwrap();
     Some(
         text.lines()
