@@ -122,7 +122,8 @@ fn demo(flags: &[String]) -> Result<(), String> {
             "--release",
             "-p",
             "uffd-handler",
-            "--bins",
+            "-p",
+            "test-vmm",
             "-p",
             "uffd-demo",
         ],
@@ -133,8 +134,8 @@ fn demo(flags: &[String]) -> Result<(), String> {
     let status = Command::new(release.join("uffd-demo"))
         .arg("--daemon")
         .arg(release.join("uffd-handler"))
-        .arg("--peer")
-        .arg(release.join("vmm-peer"))
+        .arg("--vmm")
+        .arg(release.join("test-vmm"))
         .args(flags)
         .current_dir(workspace_root())
         .status()

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use uffd_handler::peer::{GuestModel, PeerConfig, PeerProcess, Touch};
+use test_vmm::{GuestModel, Touch, VmmConfig, VmmProcess};
 
 use daemon::Daemon;
 use report::Report;
@@ -26,16 +26,16 @@ struct Args {
     /// The `uffd-handler` binary.
     #[arg(long)]
     daemon: PathBuf,
-    /// The `vmm-peer` binary (the Firecracker-like VMM).
+    /// The `test-vmm` binary (the Firecracker-like VMM).
     #[arg(long)]
-    peer: PathBuf,
+    vmm: PathBuf,
     /// Working directory (snapshots, sockets, logs); emptied first.
     #[arg(long, default_value = "target/demo")]
     work: PathBuf,
     /// Guest memory size in MiB.
     #[arg(long, default_value_t = 1024)]
     size_mib: u64,
-    /// Run the process peer even where KVM works.
+    /// Run the VMM without KVM even where KVM works.
     #[arg(long)]
     no_kvm: bool,
 }
@@ -101,7 +101,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let vcpus = match kvm_usable(args.no_kvm) {
         Ok(()) => 2,
         Err(why) => {
-            eprintln!("    the VMM peer runs without KVM: {why}");
+            eprintln!("    the VMM runs without KVM: {why}");
             0
         }
     };
@@ -128,10 +128,10 @@ fn run(args: &Args) -> Result<bool, String> {
     let restore_started = Instant::now();
     let regions = vec![size * 3 / 4, size / 4];
     let mut config =
-        PeerConfig::new(&args.peer, &daemon.socket, regions).timeout(Duration::from_secs(300));
+        VmmConfig::new(&args.vmm, &daemon.socket, regions).timeout(Duration::from_secs(300));
     config.kvm_vcpus = vcpus;
-    let peer = PeerProcess::spawn(config).map_err(|e| format!("starting the VMM peer: {e}"))?;
-    let first = peer
+    let vmm = VmmProcess::spawn(config).map_err(|e| format!("starting the VMM: {e}"))?;
+    let first = vmm
         .touch(Touch::read(0, PAGE, 1))
         .map_err(|e| e.to_string())?;
     report.first_fault = restore_started.elapsed();
@@ -140,12 +140,12 @@ fn run(args: &Args) -> Result<bool, String> {
     let mut model = GuestModel::new(snap.image, PAGE);
     let check = bar(size, "verifying every byte");
     let mut bad = if vcpus > 0 {
-        verify::kvm_sums(&peer, &model, vcpus, &check).map_err(|e| e.to_string())?
+        verify::kvm_sums(&vmm, &model, vcpus, &check).map_err(|e| e.to_string())?
     } else {
         0
     };
     check.set_position(0);
-    bad += verify::hashes(&peer, &model, 0, size, &check).map_err(|e| e.to_string())?;
+    bad += verify::hashes(&vmm, &model, 0, size, &check).map_err(|e| e.to_string())?;
     check.finish_and_clear();
     report.restore_verified = restore_started.elapsed();
     report.bad_blocks_restore = bad;
@@ -154,7 +154,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let mut removed = 0;
     for i in 0..8u64 {
         let offset = (i * size / 8 + (1 << 20)) & !(PAGE - 1);
-        peer.madvise_dontneed(offset, 8 << 20)
+        vmm.madvise_dontneed(offset, 8 << 20)
             .map_err(|e| e.to_string())?;
         model.zero(offset, 8 << 20);
         removed += 8 << 20;
@@ -166,7 +166,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let mut written = 0;
     for i in 0..16u64 {
         let offset = (i * size / 16 + (5 << 20)) & !(PAGE - 1);
-        peer.touch(Touch::write(offset, 2 << 20, 2, seed))
+        vmm.touch(Touch::write(offset, 2 << 20, 2, seed))
             .map_err(|e| e.to_string())?;
         model.touch_write(offset, 2 << 20, seed);
         written += 2 << 20;
@@ -174,7 +174,7 @@ fn run(args: &Args) -> Result<bool, String> {
     report.written_bytes = written;
     let check = bar(size, "verifying after balloon+writes");
     report.bad_blocks_after_writes =
-        verify::hashes(&peer, &model, 0, size, &check).map_err(|e| e.to_string())?;
+        verify::hashes(&vmm, &model, 0, size, &check).map_err(|e| e.to_string())?;
     check.finish_and_clear();
 
     step("snapshot: export the dirty and empty sets, write generation 2 (the VMM paused)");
@@ -183,7 +183,7 @@ fn run(args: &Args) -> Result<bool, String> {
     report.snapshot_time = started.elapsed();
     report.stats_live = Some(daemon.control("stats")?);
 
-    peer.exit().map_err(|e| format!("VMM exit: {e}"))?;
+    vmm.exit().map_err(|e| format!("VMM exit: {e}"))?;
     let stats_path = daemon.stats_json.clone();
     let status = daemon.wait(Duration::from_secs(60))?;
     report.daemon1_exit = status.code();
@@ -192,16 +192,15 @@ fn run(args: &Args) -> Result<bool, String> {
     step("restoring generation 2 on demand only, and verifying every byte");
     let daemon = Daemon::start(&args.daemon, &work, "restore2", &gen2, &[])?;
     let restore_started = Instant::now();
-    let config = PeerConfig::new(&args.peer, &daemon.socket, vec![size * 3 / 4, size / 4])
+    let config = VmmConfig::new(&args.vmm, &daemon.socket, vec![size * 3 / 4, size / 4])
         .timeout(Duration::from_secs(300));
-    let peer =
-        PeerProcess::spawn(config).map_err(|e| format!("starting the second VMM peer: {e}"))?;
+    let vmm = VmmProcess::spawn(config).map_err(|e| format!("starting the second VMM: {e}"))?;
     let check = bar(size, "verifying generation 2");
     report.bad_blocks_gen2 =
-        verify::hashes(&peer, &model, 0, size, &check).map_err(|e| e.to_string())?;
+        verify::hashes(&vmm, &model, 0, size, &check).map_err(|e| e.to_string())?;
     check.finish_and_clear();
     report.restore2_verified = restore_started.elapsed();
-    peer.exit().map_err(|e| format!("VMM exit: {e}"))?;
+    vmm.exit().map_err(|e| format!("VMM exit: {e}"))?;
     let stats_path = daemon.stats_json.clone();
     report.daemon2_exit = daemon.wait(Duration::from_secs(60))?.code();
     report.stats_restore2 = Daemon::read_stats(&stats_path).ok();

@@ -91,7 +91,7 @@ impl Report {
             if self.kvm {
                 "KVM guest (2 vCPUs)"
             } else {
-                "process VMM peer"
+                "process VMM"
             }
         );
         println!("  {:-<38} {:-<44}", "", "");

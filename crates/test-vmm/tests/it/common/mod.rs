@@ -1,0 +1,188 @@
+//! Shared by the test VMM's tests: a temporary socket, the handler's side of the handshake
+//! (recvmsg with SCM_RIGHTS), a minimal fault-serving handler over a known image, and a byte
+//! model of the guest memory.
+#![allow(dead_code, unreachable_pub, unused_imports)]
+
+mod handler;
+
+use std::io::{IoSliceMut, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+use serde::Deserialize;
+use test_vmm::{BLOCK, VmmConfig, VmmProcess, block_hash, kvm_block_sum, kvm_word, touch_word};
+
+pub use handler::TestHandler;
+
+pub use test_support::{HUGE, PAGE, TIMEOUT, free_hugepages, skip};
+
+/// A directory for one test's socket, removed on drop.
+#[derive(Debug)]
+pub struct SocketDir {
+    dir: PathBuf,
+}
+
+impl SocketDir {
+    /// A fresh directory under the temp dir.
+    pub fn new(test: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("peer-{test}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the socket directory");
+        SocketDir { dir }
+    }
+
+    /// The socket's path.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("handler.sock")
+    }
+
+    /// A listener on [`SocketDir::socket`].
+    pub fn listen(&self) -> UnixListener {
+        UnixListener::bind(self.socket()).expect("bind the handler socket")
+    }
+}
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One region of the payload, every field optional beyond the first three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct WireRegion {
+    pub base_host_virt_addr: u64,
+    pub size: u64,
+    pub offset: u64,
+    pub page_size_kib: Option<u64>,
+    pub page_size: Option<u64>,
+}
+
+/// What the handler received.
+#[derive(Debug)]
+pub struct Handshake {
+    /// The connection (the peer may keep it open).
+    pub stream: UnixStream,
+    /// The message's bytes, as text.
+    pub json: String,
+    /// Every fd that came with it.
+    pub fds: Vec<OwnedFd>,
+    /// The JSON parsed.
+    pub regions: Vec<WireRegion>,
+}
+
+/// Whether `fd` polls readable (or hung up) within `timeout`; the events seen.
+pub fn poll_in(fd: impl AsFd, timeout: Duration) -> PollFlags {
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let timeout = Timespec::try_from(timeout).expect("timeout");
+    loop {
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(_) => return fds[0].revents(),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => panic!("poll: {e}"),
+        }
+    }
+}
+
+/// Accepts the peer's connection and receives its one message (JSON and fds), as the handler
+/// does: a large buffer, room for two fds, MSG_CMSG_CLOEXEC.
+pub fn accept_handshake(listener: &UnixListener) -> Handshake {
+    assert!(
+        poll_in(listener, TIMEOUT).contains(PollFlags::IN),
+        "no connection within {TIMEOUT:?}"
+    );
+    let (stream, _) = listener.accept().expect("accept");
+    assert!(
+        poll_in(&stream, TIMEOUT).contains(PollFlags::IN),
+        "no handshake within {TIMEOUT:?}"
+    );
+    let mut data = vec![0u8; 64 << 10];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = rustix::net::recvmsg(
+        &stream,
+        &mut [IoSliceMut::new(&mut data)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .expect("recvmsg");
+    assert!(
+        !msg.flags.contains(ReturnFlags::CTRUNC),
+        "control truncated"
+    );
+    assert!(!msg.flags.contains(ReturnFlags::TRUNC), "data truncated");
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    let json = String::from_utf8(data[..msg.bytes].to_vec()).expect("UTF-8 payload");
+    let regions = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
+    Handshake {
+        stream,
+        json,
+        fds,
+        regions,
+    }
+}
+
+/// A peer with `regions` (4 KiB pages unless `hugetlb`) connected to a fresh socket, and what
+/// the handler received from it.
+pub fn start(test: &str, regions: Vec<u64>, hugetlb: bool) -> (SocketDir, VmmProcess, Handshake) {
+    let dir = SocketDir::new(test);
+    let config = config(&dir, regions, hugetlb);
+    let listener = dir.listen();
+    let peer = VmmProcess::spawn(config).expect("spawn the peer");
+    let handshake = accept_handshake(&listener);
+    (dir, peer, handshake)
+}
+
+/// The configuration [`start`] uses.
+pub fn config(dir: &SocketDir, regions: Vec<u64>, hugetlb: bool) -> VmmConfig {
+    let config = VmmConfig::new(test_vmm::binary(), dir.socket(), regions).timeout(TIMEOUT);
+    if hugetlb { config.hugetlb() } else { config }
+}
+
+/// Word `i` (8 bytes) of the snapshot image with `seed`: splitmix64 of its index.
+pub fn image_word(seed: u64, i: u64) -> u64 {
+    touch_word(seed ^ 0x5eed, i)
+}
+
+/// The snapshot image bytes `[offset, offset + len)` (both multiples of 8).
+pub fn image_bytes(seed: u64, offset: u64, len: u64) -> Vec<u8> {
+    (offset / 8..(offset + len) / 8)
+        .flat_map(|i| image_word(seed, i).to_le_bytes())
+        .collect()
+}
+
+/// The expected bytes of guest memory.
+pub use test_vmm::GuestModel as Model;
+
+/// The snapshot image of `size` bytes with `seed`.
+pub fn model_image(seed: u64, size: u64, page: u64) -> Model {
+    Model::new(image_bytes(seed, 0, size), page)
+}
+
+/// Asserts the peer's block hashes equal the model's, naming the first block that differs.
+#[track_caller]
+pub fn assert_hashes(got: &[u64], model: &Model, offset: u64, len: u64) {
+    let want = model.hashes(offset, len);
+    assert_eq!(got.len(), want.len(), "number of blocks");
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+        let differing = (0..got.len()).filter(|&i| got[i] != want[i]).count();
+        panic!(
+            "block at image offset {:#x} differs ({differing} of {} blocks differ)",
+            offset + i as u64 * BLOCK,
+            got.len()
+        );
+    }
+}

@@ -1,0 +1,395 @@
+//! The engine's handle: start, inspect, export, prefetch, stop and close.
+
+use std::ops::Range as Span;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, bounded};
+use page_tracker::{Geometry, PageState, PageTracker};
+use parking_lot::{Mutex, RwLock};
+use uffd_core::{Range, RegisterMode, Uffd, WriteProtectMode};
+
+use crate::layout::GuestLayout;
+use crate::metrics::{self, MetricsSnapshot};
+use crate::prefetch::{self, PrefetchHandle};
+use crate::reader;
+use crate::shared::Shared;
+use crate::source::PageSource;
+use crate::time::timespec;
+use crate::{EngineConfig, EngineError, EngineExit};
+
+/// The dirty and empty page sets, as sorted image byte ranges.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PageSets {
+    /// Pages written since restore (or since the last generation reset).
+    pub dirty: Vec<Span<u64>>,
+    /// Pages that must read as zeros (zero-filled or freed by the guest).
+    pub empty: Vec<Span<u64>>,
+}
+
+/// When the uffd may be closed (closing while the VMM can still fault turns every unfaulted
+/// page into a silent zero page).
+#[derive(Debug)]
+pub enum CloseWhen {
+    /// Wait (up to the timeout) for the VMM, watched through its pidfd, to exit.
+    VmmExited {
+        /// `pidfd_open` of the VMM.
+        pidfd: OwnedFd,
+        /// How long to wait.
+        timeout: Duration,
+    },
+    /// Kill the VMM through its pidfd, then wait for it.
+    KillVmm {
+        /// `pidfd_open` of the VMM.
+        pidfd: OwnedFd,
+    },
+    /// Populate every page still Missing, unregister the regions, then close: the VMM runs
+    /// on without a handler.
+    Graduate,
+    /// The caller guarantees nothing can fault on the registered memory any more (it is
+    /// unmapped, or its process has exited).
+    OwnerGuarantees,
+}
+
+/// The page-fault handler engine. Dropping it stops the threads but never closes the uffd
+/// early: use [`Engine::close`].
+pub struct Engine {
+    shared: Arc<Shared>,
+    readers: Vec<JoinHandle<()>>,
+    exits: Receiver<EngineExit>,
+    prefetches: Mutex<Vec<Arc<AtomicBool>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts serving `uffd` (adopted from the VMM, or created here) for `layout`, with bytes
+    /// from `source`.
+    pub fn start(
+        uffd: Uffd,
+        layout: GuestLayout,
+        source: Arc<dyn PageSource>,
+        config: EngineConfig,
+    ) -> Result<Engine, EngineError> {
+        if source.size() < layout.image_size() {
+            return Err(EngineError::SourceTooSmall {
+                source_size: source.size(),
+                image_size: layout.image_size(),
+            });
+        }
+        let page_size = layout.page_size();
+        let tracker_page = page_tracker::PageSize::new(page_size.bytes())?;
+        let tracker = PageTracker::new(Geometry::new(0, layout.image_size(), tracker_page)?)?;
+        if config.dirty_tracking {
+            // Registering an already registered range again updates its modes.
+            for region in layout.regions() {
+                uffd.register(region.range()?, RegisterMode::MISSING | RegisterMode::WP)?;
+            }
+        }
+        let stop_fd =
+            rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).map_err(|errno| {
+                EngineError::Os {
+                    what: "eventfd",
+                    errno,
+                }
+            })?;
+        let (exit_tx, exits) = bounded(1);
+        let shared = Arc::new(Shared {
+            uffd,
+            layout: RwLock::new(layout),
+            page_size,
+            tracker,
+            source,
+            settle: RwLock::new(()),
+            reading: RwLock::new(()),
+            closed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            wp: config.dirty_tracking,
+            zeros: vec![0u8; zero_buffer_len(page_size.bytes(), config.fault_around_pages)]
+                .into_boxed_slice(),
+            deferred: Mutex::default(),
+            retries: Mutex::default(),
+            retrying: AtomicUsize::new(0),
+            metrics: metrics::Metrics::default(),
+            stop_fd,
+            demand_active: AtomicUsize::new(0),
+            exit_tx,
+            exit_sent: AtomicBool::new(false),
+            working_set: Mutex::default(),
+            config,
+        });
+        let readers = (0..shared.config.readers.max(1))
+            .map(|i| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("uffd-reader-{i}"))
+                    .spawn(move || {
+                        if let Some(&cpu) = shared
+                            .config
+                            .reader_cpus
+                            .get(i % shared.config.reader_cpus.len().max(1))
+                        {
+                            let mut set = rustix::thread::CpuSet::new();
+                            set.set(cpu);
+                            if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+                                tracing::warn!(cpu, %e, "cannot pin reader");
+                            }
+                        }
+                        let on_panic = shared.clone();
+                        if let Err(panic) =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                reader::run(shared)
+                            }))
+                        {
+                            // A bug, but never a silent one: the faults this reader would have
+                            // served would wait forever. The owner learns and acts.
+                            let what = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            on_panic.fatal(
+                                None,
+                                format!("reader thread panicked: {what}"),
+                                Vec::new(),
+                            );
+                        }
+                    })
+                    .map_err(|e| EngineError::Os {
+                        what: "spawning a reader thread",
+                        errno: rustix::io::Errno::from_io_error(&e)
+                            .unwrap_or(rustix::io::Errno::AGAIN),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Engine {
+            shared,
+            readers,
+            exits,
+            prefetches: Mutex::default(),
+        })
+    }
+
+    /// Waits until every install in flight has recorded its state and counters. A faulting
+    /// thread resumes as soon as its page is installed, a moment before the record; call this
+    /// before reading states or metrics that must include that fault.
+    pub fn settle(&self) {
+        drop(self.shared.settle.write());
+    }
+
+    /// A snapshot of the counters and the service latency histogram.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// The per-page states (read-only use: inspection, tests, statistics).
+    pub fn tracker(&self) -> &PageTracker {
+        &self.shared.tracker
+    }
+
+    /// The layout being served.
+    pub fn layout(&self) -> GuestLayout {
+        self.shared.layout.read().clone()
+    }
+
+    /// Receives the engine's exit reason (a fatal error, or the VMM gone) when it stops
+    /// serving on its own.
+    pub fn exits(&self) -> &Receiver<EngineExit> {
+        &self.exits
+    }
+
+    /// Prefetches the image byte ranges of `order`, in that order, in the background.
+    pub fn prefetch(&self, order: impl IntoIterator<Item = Span<u64>>) -> PrefetchHandle {
+        let stop = Arc::new(AtomicBool::new(false));
+        self.prefetches.lock().push(stop.clone());
+        prefetch::start(self.shared.clone(), order.into_iter().collect(), stop)
+    }
+
+    /// The working set recorded so far (with `record_working_set`): image byte ranges in the
+    /// order demand faults first installed them, adjacent pages joined.
+    pub fn working_set(&self) -> Vec<Span<u64>> {
+        let page = self.page_bytes();
+        let mut out: Vec<Span<u64>> = Vec::new();
+        for &(first, count) in self.shared.working_set.lock().iter() {
+            let span = first * page..(first + count) * page;
+            match out.last_mut() {
+                Some(last) if last.end == span.start => last.end = span.end,
+                _ => out.push(span),
+            }
+        }
+        out
+    }
+
+    /// The page size in bytes.
+    pub fn page_bytes(&self) -> u64 {
+        self.shared.page_bytes()
+    }
+
+    /// The dirty and empty sets, consistent with in-flight work: taken under the settle
+    /// write lock, when no install is between its check and its record.
+    pub fn page_sets(&self) -> Result<PageSets, EngineError> {
+        if !self.shared.wp {
+            return Err(EngineError::NoDirtyTracking);
+        }
+        let _settled = self.shared.settle.write();
+        let _no_removes = self.shared.reading.write();
+        Ok(self.collect_sets())
+    }
+
+    fn collect_sets(&self) -> PageSets {
+        let page = self.page_bytes();
+        let bytes = |r: &page_tracker::PageRange| r.start() * page..r.end() * page;
+        PageSets {
+            dirty: self
+                .shared
+                .tracker
+                .dirty_ranges()
+                .iter()
+                .map(bytes)
+                .collect(),
+            empty: self
+                .shared
+                .tracker
+                .empty_ranges()
+                .iter()
+                .map(bytes)
+                .collect(),
+        }
+    }
+
+    /// Exports the sets and starts a new generation atomically: dirty pages become Clean and
+    /// are write-protected again, so the next export holds only later writes.
+    pub fn export_and_reset(&self) -> Result<PageSets, EngineError> {
+        if !self.shared.wp {
+            return Err(EngineError::NoDirtyTracking);
+        }
+        let _settled = self.shared.settle.write();
+        let _no_removes = self.shared.reading.write();
+        let sets = self.collect_sets();
+        for span in &sets.dirty {
+            self.reprotect(span.clone())?;
+        }
+        self.shared.tracker.reset_generation_all();
+        Ok(sets)
+    }
+
+    fn reprotect(&self, span: Span<u64>) -> Result<(), EngineError> {
+        let layout = self.shared.layout.read();
+        for region in layout.regions() {
+            let lo = span.start.max(region.offset);
+            let hi = span.end.min(region.offset + region.size);
+            if lo >= hi {
+                continue;
+            }
+            let range = Range::new(
+                region.host_addr + (lo - region.offset),
+                hi - lo,
+                self.shared.page_size,
+            )?;
+            let outcome = self.shared.uffd.writeprotect(range, WriteProtectMode::WP);
+            if !outcome.is_complete() {
+                return Err(EngineError::Reprotect {
+                    range,
+                    status: outcome.status,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops reading new work, stops prefetch, joins the threads, and wakes every deferred
+    /// fault. The uffd stays open (see [`Engine::close`]). Idempotent.
+    pub fn stop(&mut self) {
+        for stop in self.prefetches.lock().iter() {
+            stop.store(true, Ordering::Release);
+        }
+        self.shared.request_stop();
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        reader::wake_all_deferred(&self.shared);
+    }
+
+    /// Closes the uffd once `when` allows it; unregisters the regions first (a close racing
+    /// KVM's async page faults livelocked older kernels).
+    pub fn close(mut self, when: CloseWhen) -> Result<(), EngineError> {
+        match when {
+            CloseWhen::Graduate => self.graduate()?,
+            CloseWhen::VmmExited { pidfd, timeout } => {
+                self.stop();
+                if !wait_pidfd(&pidfd, timeout) {
+                    return Err(EngineError::VmmStillRunning(timeout));
+                }
+            }
+            CloseWhen::KillVmm { pidfd } => {
+                self.stop();
+                rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL).map_err(
+                    |errno| EngineError::Os {
+                        what: "pidfd_send_signal",
+                        errno,
+                    },
+                )?;
+                if !wait_pidfd(&pidfd, Duration::from_secs(10)) {
+                    return Err(EngineError::VmmStillRunning(Duration::from_secs(10)));
+                }
+            }
+            CloseWhen::OwnerGuarantees => self.stop(),
+        }
+        let _settled = self.shared.settle.write();
+        self.shared.closed.store(true, Ordering::Release);
+        for region in self.shared.layout.read().regions() {
+            if let Ok(range) = region.range() {
+                let _ = self.shared.uffd.unregister(range);
+            }
+        }
+        Ok(())
+        // The uffd closes when the last reference to the shared state goes, here: every
+        // thread holding one has been joined.
+    }
+
+    /// Populates every Missing page while still serving faults, then unregisters.
+    fn graduate(&mut self) -> Result<(), EngineError> {
+        let size = self.shared.layout.read().image_size();
+        let started = Instant::now();
+        let report = self
+            .prefetch(std::iter::once(0..size))
+            .wait(self.page_bytes());
+        tracing::info!(?report, elapsed = ?started.elapsed(), "graduation prefetch done");
+        self.stop();
+        // Pages a prefetch skipped because a fault held them are installed by now; holes stay
+        // Missing and read as zeros from the kernel once unregistered.
+        let left = self.shared.tracker.counts().get(PageState::Missing);
+        tracing::info!(left, "pages left Missing at graduation (holes read zero)");
+        Ok(())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if !self.readers.is_empty() {
+            self.stop();
+        }
+    }
+}
+
+/// One fault-around window of zeros for base pages (at most 2 MiB), one page for huge pages.
+fn zero_buffer_len(page: u64, fault_around_pages: u64) -> usize {
+    page.max((page * fault_around_pages.max(1)).min(2 << 20)) as usize
+}
+
+fn wait_pidfd(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    matches!(rustix::event::poll(&mut fds, Some(&timespec(timeout))), Ok(n) if n > 0)
+}

@@ -1,0 +1,29 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod config;
+mod deferred;
+mod engine;
+mod error;
+mod hooks;
+mod layout;
+mod metrics;
+mod prefetch;
+mod reader;
+mod retry;
+mod serve;
+mod shared;
+mod source;
+mod time;
+
+pub use config::EngineConfig;
+pub use engine::{CloseWhen, Engine, PageSets};
+pub use error::{EngineError, EngineExit, FatalError};
+#[cfg(feature = "test-hooks")]
+pub use hooks::Hook;
+pub use hooks::HookPoint;
+pub use layout::{GuestLayout, GuestRegion, LayoutError};
+pub use metrics::MetricsSnapshot;
+pub use prefetch::{PrefetchHandle, PrefetchReport};
+pub use retry::RetryPolicy;
+pub use source::{PageSource, SourceError};

@@ -1,0 +1,312 @@
+//! Background prefetch: installs Missing pages in a given order, in large contiguous COPYs,
+//! on crossbeam worker threads, yielding to demand faults. It never installs into any other
+//! state (a removed page is never resurrected with snapshot bytes).
+
+use std::ops::Range as Span;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, bounded};
+use page_tracker::{Access, PageRange, PageState, StateSet};
+use snapshot_format::Chunk;
+use uffd_core::Status;
+
+use crate::EngineExit;
+use crate::metrics::Metrics;
+use crate::shared::Shared;
+
+/// What a prefetch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct PrefetchReport {
+    /// Pages installed.
+    pub installed_pages: u64,
+    /// Pages passed over: already installed, removed, in flight, or holes in the snapshot
+    /// (the kernel fills those with zeros on first touch once they are no longer registered,
+    /// and a demand fault serves them meanwhile).
+    pub skipped_pages: u64,
+    /// Chunks retried after EAGAIN (an event was pending).
+    pub deferred_chunks: u64,
+    /// Bytes installed.
+    pub bytes: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Whether it was stopped before the end.
+    pub stopped: bool,
+}
+
+/// A running prefetch.
+#[derive(Debug)]
+pub struct PrefetchHandle {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    counters: Arc<Counters>,
+    started: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    installed: AtomicU64,
+    skipped: AtomicU64,
+    deferred: AtomicU64,
+}
+
+impl PrefetchHandle {
+    /// Asks the workers to stop after their current chunk.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Pages installed so far.
+    pub fn installed_pages(&self) -> u64 {
+        self.counters.installed.load(Ordering::Relaxed)
+    }
+
+    /// Waits for the end and reports.
+    pub fn wait(self, page_bytes: u64) -> PrefetchReport {
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let installed = self.counters.installed.load(Ordering::Relaxed);
+        PrefetchReport {
+            installed_pages: installed,
+            skipped_pages: self.counters.skipped.load(Ordering::Relaxed),
+            deferred_chunks: self.counters.deferred.load(Ordering::Relaxed),
+            bytes: installed * page_bytes,
+            elapsed: self.started.elapsed(),
+            stopped: self.stop.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// Starts prefetching the image byte ranges `order`, in that order.
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    order: Vec<Span<u64>>,
+    stop: Arc<AtomicBool>,
+) -> PrefetchHandle {
+    let counters = Arc::new(Counters::default());
+    let workers = shared.config.prefetch_workers.max(1);
+    let (tx, rx) = bounded::<PageRange>(workers * 4);
+    let mut threads = Vec::with_capacity(workers + 1);
+    for i in 0..workers {
+        let (shared, rx, stop, counters) =
+            (shared.clone(), rx.clone(), stop.clone(), counters.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("uffd-prefetch-{i}"))
+                .spawn(move || worker(&shared, &rx, &stop, &counters))
+                .expect("spawn prefetch worker"),
+        );
+    }
+    let planner_stop = stop.clone();
+    let planner_counters = counters.clone();
+    threads.push(
+        std::thread::Builder::new()
+            .name("uffd-prefetch-plan".into())
+            .spawn(move || {
+                let chunk = chunk_pages(&shared);
+                let page = shared.page_bytes();
+                for span in order {
+                    let first = span.start / page;
+                    let last = span.end.div_ceil(page).min(shared.tracker.page_count());
+                    let Ok(range) = PageRange::new(first, last.max(first)) else {
+                        continue;
+                    };
+                    let Ok(runs) = shared.tracker.runs(range, StateSet::MISSING) else {
+                        continue;
+                    };
+                    let mut missing = 0;
+                    for run in runs {
+                        missing += run.len();
+                        let mut start = run.start();
+                        while start < run.end() {
+                            // Chunks aligned to the chunk size, so a claim window covers one.
+                            let end = ((start / chunk + 1) * chunk).min(run.end());
+                            if planner_stop.load(Ordering::Acquire)
+                                || tx
+                                    .send(PageRange::new(start, end).expect("ordered"))
+                                    .is_err()
+                            {
+                                return;
+                            }
+                            start = end;
+                        }
+                    }
+                    planner_counters
+                        .skipped
+                        .fetch_add(range.len() - missing, Ordering::Relaxed);
+                }
+            })
+            .expect("spawn prefetch planner"),
+    );
+    PrefetchHandle {
+        stop,
+        threads,
+        counters,
+        started: Instant::now(),
+    }
+}
+
+/// The most a prefetch COPY installs under the read gate (one 2 MiB page on hugetlbfs).
+const GATE_PIECE_BYTES: u64 = 256 << 10;
+
+/// Pages per prefetch COPY: the configured count, but never more than 2 MiB, so a demand
+/// fault on a page inside a chunk in flight waits for one 2 MiB copy at most (with 2 MiB pages,
+/// one page).
+fn chunk_pages(shared: &Shared) -> u64 {
+    let cap = ((2u64 << 20) / shared.page_bytes()).max(1);
+    shared.config.prefetch_chunk_pages.clamp(1, cap)
+}
+
+fn worker(shared: &Shared, jobs: &Receiver<PageRange>, stop: &AtomicBool, counters: &Counters) {
+    for job in jobs {
+        if stop.load(Ordering::Acquire) || shared.is_stopping() {
+            stop.store(true, Ordering::Release);
+            return;
+        }
+        let mut page = job.start();
+        while page < job.end() && !stop.load(Ordering::Acquire) {
+            yield_to_demand(shared);
+            page = install_from(shared, page, job.end(), counters);
+        }
+    }
+}
+
+/// Demand faults go first: while a reader serves a batch, let it have the CPU.
+fn yield_to_demand(shared: &Shared) {
+    for _ in 0..64 {
+        if shared.demand_active.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Installs the Missing run starting at `page` (inside `[page, end)`) as far as one source
+/// piece reaches; returns the next page to look at.
+fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u64 {
+    let bytes = shared.page_bytes();
+    let window = chunk_pages(shared).next_power_of_two();
+    let Ok(Some(mut claim)) = shared
+        .tracker
+        .try_claim_run(page, window, StateSet::MISSING)
+    else {
+        counters.skipped.fetch_add(1, Ordering::Relaxed);
+        return page + 1;
+    };
+    if claim.pages().start() < page {
+        let Ok(tail) = claim.split_off(page) else {
+            return page + 1;
+        };
+        claim = tail;
+    }
+    if claim.pages().end() > end {
+        let _beyond = claim.split_off(end);
+    }
+    let mut claim = super::serve::clip_to_region(shared, claim, page);
+    let first = claim.pages().start();
+    let pages = claim.pages().len();
+    let piece = match shared.source.chunk(first * bytes, pages * bytes) {
+        Ok(piece) => piece,
+        Err(e) => {
+            // Demand faults retry source failures; prefetch just leaves the pages Missing.
+            tracing::debug!(first, %e, "prefetch source read failed; pages left to demand");
+            counters.skipped.fetch_add(pages, Ordering::Relaxed);
+            return first + pages;
+        }
+    };
+    let data = match piece {
+        Chunk::Zero(n) => {
+            let n = (n / bytes).clamp(1, pages);
+            counters.skipped.fetch_add(n, Ordering::Relaxed);
+            return first + n;
+        }
+        Chunk::Data(d) if (d.len() as u64) < bytes => {
+            // A piece shorter than a page (tiny source blocks): demand faults assemble those.
+            counters.skipped.fetch_add(1, Ordering::Relaxed);
+            return first + 1;
+        }
+        Chunk::Data(d) => &d[..(d.len() as u64 / bytes * bytes) as usize],
+    };
+    let data_pages = data.len() as u64 / bytes;
+    if data_pages < pages {
+        let _later = claim.split_off(first + data_pages);
+    }
+    crate::hooks::hook(
+        shared,
+        crate::hooks::HookPoint::BeforeBarrier,
+        first * bytes,
+    );
+    let guard = shared.settle.read();
+    if shared.closed.load(Ordering::Acquire) {
+        return end;
+    }
+    // The read gate, from the state check to the record: no REMOVE is read meanwhile (the VMM
+    // zaps a removed range once its REMOVE is read, and a COPY into it would succeed).
+    let gate = shared.reading.read();
+    // A REMOVE may have landed since the claim: install only the leading Missing pages.
+    let missing = claim
+        .pages()
+        .iter()
+        .take_while(|&p| shared.tracker.state(p).ok() == Some(PageState::Missing))
+        .count() as u64;
+    if missing == 0 {
+        counters.skipped.fetch_add(1, Ordering::Relaxed);
+        return first + 1;
+    }
+    // One short COPY per gate hold, so reading events never waits long behind prefetch; the
+    // rest of the run is the next call's.
+    let missing = missing.min((GATE_PIECE_BYTES / bytes).max(1));
+    if missing < claim.pages().len() {
+        let _later = claim.split_off(first + missing);
+    }
+    let Some(dst) = shared.host_range(first, missing) else {
+        counters.skipped.fetch_add(missing, Ordering::Relaxed);
+        return first + missing;
+    };
+    let mode = if shared.wp {
+        uffd_core::CopyMode::WP
+    } else {
+        uffd_core::CopyMode::empty()
+    };
+    let outcome = shared
+        .uffd
+        .copy(dst, &data[..(missing * bytes) as usize], mode);
+    let done = outcome.done / bytes;
+    if done > 0 {
+        if let Ok(rest) = claim.split_off(first + done) {
+            let n = claim.install_source(Access::Read);
+            counters.installed.fetch_add(n, Ordering::Relaxed);
+            Metrics::add(&shared.metrics.prefetch_installed, n);
+            Metrics::add(&shared.metrics.prefetch_bytes, n * bytes);
+            drop(rest);
+        }
+    }
+    drop(gate);
+    drop(guard);
+    match outcome.status {
+        Status::Complete => first + missing,
+        Status::Again => {
+            // An event is pending: give the readers a moment to read it, then go on.
+            counters.deferred.fetch_add(1, Ordering::Relaxed);
+            Metrics::add(&shared.metrics.prefetch_deferred, 1);
+            std::thread::sleep(shared.config.defer_pacing);
+            first + done
+        }
+        Status::Exists => first + done + 1,
+        Status::Gone => {
+            shared.exit(EngineExit::VmmGone);
+            u64::MAX
+        }
+        other => {
+            tracing::warn!(
+                first,
+                ?other,
+                "prefetch install failed; pages left to demand"
+            );
+            first + done + 1
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The threads that read the uffd. Each reads a batch of messages under the read gate (never
+//! the settle lock), records the batch's REMOVEs before any of its faults, then serves the
+//! faults itself: a fault served on the CPU that read it costs ~4.5 us here, a hand-off to
+//! another thread ~24 us more (`limits.md`), so readers are the servers.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use page_tracker::PageRange;
+use rustix::event::{PollFd, PollFlags};
+use uffd_core::{Event, EventBuffer};
+
+use crate::deferred::{Due, FaultKind};
+use crate::metrics::Metrics;
+use crate::serve::{Fault, Scratch, serve, wake};
+use crate::shared::Shared;
+
+pub(crate) fn run(shared: Arc<Shared>) {
+    let mut batch = EventBuffer::new(shared.config.event_batch);
+    let mut scratch = Scratch::new(shared.page_bytes());
+    let mut faults: Vec<Fault> = Vec::with_capacity(shared.config.event_batch);
+    let mut removes: Vec<(u64, u64)> = Vec::new();
+    let mut due: Vec<Due> = Vec::new();
+    while !shared.is_stopping() {
+        wait_readable(&shared);
+        if shared.is_stopping() {
+            break;
+        }
+        faults.clear();
+        removes.clear();
+        // The madvising thread resumes as soon as its REMOVE is read and zaps the range; until
+        // the REMOVE is recorded, no other reader may read a fault that could follow it, and
+        // no install may pass its last state check (see `Shared::reading`).
+        let reading = shared.reading.write();
+        match shared.uffd.read_events(&mut batch) {
+            Ok(events) => {
+                for event in events {
+                    classify(&shared, event, &mut faults, &mut removes);
+                }
+            }
+            Err(e) => {
+                shared.fatal(
+                    None,
+                    format!("reading the userfaultfd failed: {e}"),
+                    Vec::new(),
+                );
+                break;
+            }
+        }
+        if !removes.is_empty() {
+            apply_removes(&shared, &removes);
+        }
+        drop(reading);
+        if !faults.is_empty() {
+            shared.demand_active.fetch_add(1, Ordering::AcqRel);
+            Metrics::add(&shared.metrics.faults, faults.len() as u64);
+            for fault in &faults {
+                serve(&shared, *fault, &mut scratch);
+            }
+            shared.demand_active.fetch_sub(1, Ordering::AcqRel);
+        }
+        run_due(&shared, &mut due, &mut scratch);
+    }
+}
+
+/// Polls the uffd and the stop eventfd; the timeout is the next deferred entry's due time, so
+/// a deferred fault never waits for an unrelated event.
+fn wait_readable(shared: &Shared) {
+    let timeout = shared
+        .deferred
+        .lock()
+        .next_due()
+        .map(|at| crate::time::timespec(at.saturating_duration_since(Instant::now())));
+    let mut fds = [
+        PollFd::new(&shared.uffd, PollFlags::IN),
+        PollFd::new(&shared.stop_fd, PollFlags::IN),
+    ];
+    let _ = rustix::event::poll(&mut fds, timeout.as_ref());
+}
+
+fn classify(shared: &Shared, event: Event, faults: &mut Vec<Fault>, removes: &mut Vec<(u64, u64)>) {
+    match event {
+        Event::PageFault(pf) => {
+            let kind = if pf.is_wp() {
+                FaultKind::WriteProtect
+            } else if pf.is_write() {
+                FaultKind::Write
+            } else {
+                FaultKind::Read
+            };
+            let addr = shared.page_size.align_down(pf.address);
+            faults.push(Fault { addr, kind });
+        }
+        Event::Remove { start, end } | Event::Unmap { start, end } => {
+            // UNMAP: the range is gone; marking it removed makes any later fault there (a new
+            // mapping at the same place) read zeros rather than old snapshot bytes.
+            removes.push((start, end));
+        }
+        Event::Remap { from, to, len } => {
+            // Under the read gate (the caller holds it): no install is between computing its
+            // host address and its COPY.
+            Metrics::add(&shared.metrics.other_events, 1);
+            if !shared.layout.write().move_region(from, to, len) {
+                tracing::warn!(
+                    from,
+                    to,
+                    len,
+                    "REMAP of part of a region: faults there are woken, not served"
+                );
+            }
+        }
+        Event::Fork { uffd } => {
+            // A forked child's memory is not ours to serve; closing its uffd lets the kernel
+            // handle its faults normally.
+            Metrics::add(&shared.metrics.other_events, 1);
+            drop(uffd);
+        }
+        Event::Unknown { code, .. } => {
+            Metrics::add(&shared.metrics.other_events, 1);
+            tracing::warn!(code, "unknown userfaultfd event ignored");
+        }
+    }
+}
+
+/// Marks every page touched by the batch's REMOVE/UNMAP ranges `Removed`, under the read
+/// gate (the caller holds it): no install is between its last state check and the end of
+/// its COPY meanwhile. An install already past its COPY records over `Removed` without
+/// resurrecting it (installs never downgrade); a zero install for a write records `Dirty`
+/// over it, and a fault there later, once the VMM has zapped the page, is served zeros.
+fn apply_removes(shared: &Shared, removes: &[(u64, u64)]) {
+    let layout = shared.layout.read();
+    let page = shared.page_bytes();
+    for &(start, end) in removes {
+        Metrics::add(&shared.metrics.removes, 1);
+        for region in layout.regions() {
+            let lo = start.max(region.host_addr);
+            let hi = end.min(region.end());
+            if lo >= hi {
+                continue;
+            }
+            let first = (region.offset + (lo - region.host_addr)) / page;
+            let last = (region.offset + (hi - region.host_addr)).div_ceil(page);
+            if let Ok(range) = PageRange::new(first, last)
+                && shared.tracker.remove(range).is_ok()
+            {
+                Metrics::add(&shared.metrics.removed_pages, range.len());
+            }
+        }
+    }
+}
+
+fn run_due(shared: &Shared, due: &mut Vec<Due>, scratch: &mut Scratch) {
+    due.clear();
+    shared.deferred.lock().take_due(Instant::now(), due);
+    for entry in due.drain(..) {
+        match entry {
+            Due::Fault { addr, kind } => serve(shared, Fault { addr, kind }, scratch),
+            Due::Wake { addr } => wake(shared, addr),
+        }
+    }
+}
+
+/// Wakes every deferred fault and pending retry (on stop): a guest thread is never left
+/// waiting on a queue nobody will serve.
+pub(crate) fn wake_all_deferred(shared: &Shared) {
+    let entries = shared.deferred.lock().drain();
+    for entry in entries {
+        let addr = match entry {
+            Due::Fault { addr, .. } | Due::Wake { addr } => addr,
+        };
+        wake(shared, addr);
+    }
+}

@@ -1,0 +1,450 @@
+//! One fault, start to finish, following the install policy: claim, fetch outside the lock,
+//! take the settle read lock, read the state again, install with one ioctl, record, release.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use page_tracker::{Access, Claim, PageState, StateSet, WriteMark};
+use snapshot_format::Chunk;
+use uffd_core::{CopyMode, Outcome, PageSize, Range, Status, WriteProtectMode, ZeropageMode};
+
+use crate::EngineExit;
+use crate::deferred::FaultKind;
+use crate::hooks::hook;
+use crate::metrics::Metrics;
+use crate::retry::Verdict;
+use crate::shared::Shared;
+use crate::source::read_into;
+
+/// A fault read from the uffd (or taken back from the deferred queue).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fault {
+    /// Page-aligned host address.
+    pub(crate) addr: u64,
+    pub(crate) kind: FaultKind,
+}
+
+/// A buffer for pages whose bytes span several source pieces.
+pub(crate) struct Scratch(Vec<u8>);
+
+impl Scratch {
+    pub(crate) fn new(page_bytes: u64) -> Self {
+        Scratch(vec![0; page_bytes as usize])
+    }
+}
+
+/// Where the bytes of a claim come from.
+enum Bytes<'a> {
+    /// Slice of the source, as long as the claim.
+    Source(&'a [u8]),
+    /// The claim's single page, assembled in the scratch buffer.
+    Assembled,
+    /// Zeros (a hole in the snapshot, or a removed page).
+    Zero,
+    /// Nothing to install: the page is already there.
+    None,
+}
+
+pub(crate) fn serve(shared: &Shared, fault: Fault, scratch: &mut Scratch) {
+    let started = Instant::now();
+    let Some(offset) = shared.image_offset(fault.addr) else {
+        // Not guest memory we know: wake, so the thread is never left waiting on us.
+        tracing::warn!(addr = fault.addr, "fault outside the layout");
+        Metrics::add(&shared.metrics.discarded, 1);
+        wake(shared, fault.addr);
+        return;
+    };
+    let page = offset / shared.page_bytes();
+    match fault.kind {
+        FaultKind::WriteProtect => serve_wp(shared, fault, page),
+        FaultKind::Read | FaultKind::Write => serve_missing(shared, fault, page, scratch),
+    }
+    shared.metrics.record_latency(started.elapsed());
+}
+
+fn access(kind: FaultKind) -> Access {
+    match kind {
+        FaultKind::Read => Access::Read,
+        FaultKind::Write | FaultKind::WriteProtect => Access::Write,
+    }
+}
+
+fn claim_for<'t>(shared: &'t Shared, fault: Fault, page: u64) -> Option<Claim<'t>> {
+    let tracker = &shared.tracker;
+    let window = shared.config.fault_around_pages;
+    if fault.kind == FaultKind::Read
+        && window > 1
+        && tracker.state(page).ok() == Some(PageState::Missing)
+        && let Ok(Some(run)) = tracker.try_claim_run(page, window, StateSet::MISSING)
+    {
+        return Some(clip_to_region(shared, run, page));
+    }
+    tracker.try_claim(page).ok().flatten()
+}
+
+/// Clips a run claim to the region holding `page` (a window may span two regions of the
+/// image whose host ranges are apart: no COPY covers both). The pages cut off are released.
+pub(crate) fn clip_to_region<'t>(shared: &Shared, mut claim: Claim<'t>, page: u64) -> Claim<'t> {
+    let Some((first, end)) = shared.region_pages(page) else {
+        return claim;
+    };
+    if claim.pages().end() > end {
+        let _beyond = claim.split_off(end);
+    }
+    if claim.pages().start() < first
+        && let Ok(rest) = claim.split_off(first)
+    {
+        claim = rest;
+    }
+    claim
+}
+
+/// Shrinks a run claim to its one page `page`, releasing the rest.
+fn narrow(mut claim: Claim<'_>, page: u64) -> Claim<'_> {
+    if claim.pages().len() == 1 {
+        return claim;
+    }
+    let Ok(mut single) = claim.split_off(page) else {
+        return claim;
+    };
+    drop(claim);
+    let _rest = single.split_off(page + 1);
+    single
+}
+
+fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch) {
+    let Some(mut claim) = claim_for(shared, fault, page) else {
+        // Another attempt holds the page; it ends in an install or a wake, but retry this one
+        // after it, in case the page is zapped again in between.
+        shared.defer(fault.addr, fault.kind);
+        return;
+    };
+    // Checked with the claim held: a failing attempt schedules its wake before it releases
+    // the claim, so this sees it, and no second attempt starts before the backoff ends.
+    if shared.retrying.load(Ordering::Acquire) > 0
+        && shared.deferred.lock().wake_pending(fault.addr)
+    {
+        // A source failure's backoff is running for this page; its wake serves this waiter.
+        return;
+    }
+    let page_bytes = shared.page_bytes();
+    // Fetch outside the lock: a slow source never holds up a REMOVE batch.
+    let state = shared.tracker.state(page).unwrap_or(PageState::Missing);
+    let mut bytes = match state {
+        PageState::Missing => {
+            let pages = claim.pages();
+            match shared
+                .source
+                .chunk(pages.start() * page_bytes, pages.len() * page_bytes)
+            {
+                Ok(Chunk::Data(d)) if d.len() as u64 == pages.len() * page_bytes => {
+                    Bytes::Source(d)
+                }
+                Ok(Chunk::Zero(n)) if n >= pages.len() * page_bytes => {
+                    // A hole: zeros come from a buffer that holds one fault-around window of
+                    // base pages (one page on hugetlbfs); a longer run serves the page alone.
+                    if pages.len() * page_bytes > shared.zeros.len() as u64 {
+                        claim = narrow(claim, page);
+                    }
+                    Bytes::Zero
+                }
+                Ok(_) => {
+                    // The run crosses source pieces: serve the faulting page alone.
+                    claim = narrow(claim, page);
+                    match read_into(&*shared.source, page * page_bytes, &mut scratch.0) {
+                        Ok(()) => Bytes::Assembled,
+                        Err(e) => return source_failed(shared, fault, page, e.0),
+                    }
+                }
+                Err(e) => return source_failed(shared, fault, page, e.0),
+            }
+        }
+        PageState::Removed | PageState::Zero | PageState::Dirty => Bytes::Zero,
+        PageState::Clean => Bytes::None,
+    };
+    hook(
+        shared,
+        crate::hooks::HookPoint::BeforeBarrier,
+        page * page_bytes,
+    );
+    let guard = shared.settle.read();
+    if shared.closed.load(Ordering::Acquire) {
+        return;
+    }
+    (claim, bytes) = fit(shared, claim, bytes, page);
+    hook(
+        shared,
+        crate::hooks::HookPoint::AfterStateRead,
+        page * page_bytes,
+    );
+    hook(
+        shared,
+        crate::hooks::HookPoint::BeforeInstall,
+        page * page_bytes,
+    );
+    // The last state check, under the read gate: a REMOVE read since the check above (its
+    // range perhaps zapped already) is recorded by now, and none is read until the COPY ends.
+    let gate = shared.reading.read();
+    (claim, bytes) = fit(shared, claim, bytes, page);
+    let Some(dst) = shared.host_range(claim.pages().start(), claim.pages().len()) else {
+        drop(gate);
+        drop(guard);
+        Metrics::add(&shared.metrics.discarded, 1);
+        wake(shared, fault.addr);
+        return;
+    };
+    let access = access(fault.kind);
+    // Source bytes are copied without waking, and woken once the gate is released: a wake-up
+    // inside the gate would keep every reader's read(2) waiting on it (half the throughput
+    // of two faulting threads, measured).
+    let mode = copy_mode(shared, access) | CopyMode::DONTWAKE;
+    let (outcome, from_source) = match bytes {
+        Bytes::Source(src) => (shared.uffd.copy(dst, src, mode), true),
+        Bytes::Assembled => (shared.uffd.copy(dst, &scratch.0, mode), true),
+        Bytes::Zero => (install_zero(shared, dst, access), false),
+        Bytes::None => {
+            drop(gate);
+            Metrics::add(&shared.metrics.already_present, 1);
+            finish_wake(shared, shared.uffd.wake(dst));
+            return;
+        }
+    };
+    drop(gate);
+    if from_source
+        && outcome.done > 0
+        && let Ok(installed) = Range::new(dst.start(), outcome.done, shared.page_size)
+    {
+        // Before the wake, so the woken thread's next first touch is recorded after this one.
+        if shared.config.record_working_set {
+            let pages = outcome.done / page_bytes;
+            shared
+                .working_set
+                .lock()
+                .push((claim.pages().start(), pages));
+        }
+        finish_wake(shared, shared.uffd.wake(installed));
+    }
+    hook(
+        shared,
+        crate::hooks::HookPoint::AfterInstall,
+        page * page_bytes,
+    );
+    let installed_pages = outcome.done / page_bytes;
+    let fault_served = page < claim.pages().start() + installed_pages;
+    if installed_pages > 0
+        && let Ok(rest) = claim.split_off(claim.pages().start() + installed_pages)
+    {
+        record(shared, &claim, access, from_source, page);
+        claim = rest;
+    }
+    drop(guard);
+    drop(claim);
+    match outcome.status {
+        Status::Complete => {}
+        Status::Exists => {
+            Metrics::add(&shared.metrics.already_present, 1);
+            wake(shared, fault.addr);
+        }
+        // An event is pending, or the copy stopped part-way; the installed prefix is woken,
+        // so only a fault outside it waits for the retry.
+        Status::Again if !fault_served => shared.defer(fault.addr, fault.kind),
+        Status::Again => {}
+        status => outcome_failed(shared, fault, page, outcome, status),
+    }
+}
+
+/// Fits a claim and its bytes to the pages' states now. A REMOVE since the fetch turns the
+/// faulting page's install into zeros, never old bytes (the stale-source race), and drops the
+/// rest of a window. A Clean page is only woken (the fault raced its install). A Dirty page is
+/// served zeros again, as a Zero one is: a page written after a REMOVE was read is zapped with
+/// it if the VMM's zap comes after the install, and a fault there means it is absent (when it
+/// is not, the COPY meets EEXIST and wakes).
+fn fit<'t, 'b>(
+    shared: &Shared,
+    mut claim: Claim<'t>,
+    bytes: Bytes<'b>,
+    page: u64,
+) -> (Claim<'t>, Bytes<'b>) {
+    let page_bytes = shared.page_bytes();
+    match shared.tracker.state(page).unwrap_or(PageState::Missing) {
+        PageState::Missing => {
+            if claim.pages().len() > 1 && !all_missing(shared, &claim) {
+                // A REMOVE landed in the window since the claim: keep only the faulting page.
+                let start = claim.pages().start();
+                claim = narrow(claim, page);
+                if let Bytes::Source(d) = bytes {
+                    let at = ((page - start) * page_bytes) as usize;
+                    return (claim, Bytes::Source(&d[at..at + page_bytes as usize]));
+                }
+            }
+            (claim, bytes)
+        }
+        PageState::Removed | PageState::Zero | PageState::Dirty => {
+            (narrow(claim, page), Bytes::Zero)
+        }
+        PageState::Clean => (narrow(claim, page), Bytes::None),
+    }
+}
+
+fn all_missing(shared: &Shared, claim: &Claim<'_>) -> bool {
+    claim
+        .pages()
+        .iter()
+        .all(|p| shared.tracker.state(p).ok() == Some(PageState::Missing))
+}
+
+fn copy_mode(shared: &Shared, access: Access) -> CopyMode {
+    if shared.wp && access == Access::Read {
+        CopyMode::WP
+    } else {
+        CopyMode::empty()
+    }
+}
+
+/// One COPY of zeros with MODE_WP under dirty tracking (never ZEROPAGE then WRITEPROTECT:
+/// an EAGAIN between the two leaves a writable page); ZEROPAGE for a plain read; a COPY of
+/// zeros for a write (cheaper than ZEROPAGE plus the COW fault) and on hugetlbfs.
+fn install_zero(shared: &Shared, dst: Range, access: Access) -> Outcome {
+    let zeros = &shared.zeros[..dst.len() as usize];
+    if shared.wp && access == Access::Read {
+        shared.uffd.copy(dst, zeros, CopyMode::WP)
+    } else if access == Access::Read && shared.page_size == PageSize::Base4K {
+        shared.uffd.zeropage(dst, ZeropageMode::empty())
+    } else {
+        shared.uffd.copy(dst, zeros, CopyMode::empty())
+    }
+}
+
+fn record(
+    shared: &Shared,
+    installed: &Claim<'_>,
+    access: Access,
+    from_source: bool,
+    fault_page: u64,
+) {
+    let pages = installed.pages().len();
+    if from_source {
+        // The faulting page may be a write; pages around it are reads.
+        let n = if pages == 1 {
+            installed.install_source(access)
+        } else {
+            installed.install_source(Access::Read)
+        };
+        Metrics::add(&shared.metrics.installed_source, n);
+        Metrics::add(&shared.metrics.fault_around_pages, pages.saturating_sub(1));
+    } else {
+        Metrics::add(
+            &shared.metrics.installed_zero,
+            installed.install_zero(access),
+        );
+    }
+    if shared.retrying.load(Ordering::Acquire) > 0 {
+        let mut retries = shared.retries.lock();
+        if retries.cycles(fault_page) > 0 {
+            retries.succeeded(fault_page);
+            shared.retrying.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn serve_wp(shared: &Shared, fault: Fault, page: u64) {
+    // The claim keeps this from interleaving with an install still recording the page, which
+    // would otherwise record Clean over the write we are about to let through.
+    let Ok(Some(_claim)) = shared.tracker.try_claim(page) else {
+        shared.defer(fault.addr, fault.kind);
+        return;
+    };
+    let Some(dst) = shared.host_range(page, 1) else {
+        Metrics::add(&shared.metrics.discarded, 1);
+        wake(shared, fault.addr);
+        return;
+    };
+    let guard = shared.settle.read();
+    if shared.closed.load(Ordering::Acquire) {
+        return;
+    }
+    // Dirty before the page becomes writable, so an export never misses the write.
+    match shared.tracker.mark_written(page) {
+        Ok(WriteMark::Marked | WriteMark::AlreadyDirty) => {}
+        Ok(WriteMark::NotInstalled(state)) => {
+            tracing::debug!(page, ?state, "WP fault on a page not recorded installed");
+        }
+        Err(e) => tracing::warn!(page, %e, "WP fault outside the tracker"),
+    }
+    let outcome = shared.uffd.writeprotect(dst, WriteProtectMode::empty());
+    drop(guard);
+    match outcome.status {
+        Status::Complete => Metrics::add(&shared.metrics.wp_resolved, 1),
+        Status::Again => shared.defer(fault.addr, fault.kind),
+        status => outcome_failed(shared, fault, page, outcome, status),
+    }
+}
+
+fn source_failed(shared: &Shared, fault: Fault, page: u64, error: String) {
+    let page_offset = page * shared.page_bytes();
+    let verdict = {
+        let mut retries = shared.retries.lock();
+        let first = retries.cycles(page) == 0;
+        let verdict = retries.failed(page, error, &shared.config.retry, Instant::now());
+        if first && matches!(verdict, Verdict::RetryAt(_)) {
+            shared.retrying.fetch_add(1, Ordering::AcqRel);
+        }
+        if !first && matches!(verdict, Verdict::GiveUp(_)) {
+            shared.retrying.fetch_sub(1, Ordering::AcqRel);
+        }
+        verdict
+    };
+    match verdict {
+        Verdict::RetryAt(at) => {
+            Metrics::add(&shared.metrics.retried, 1);
+            shared.deferred.lock().schedule_wake(fault.addr, at);
+        }
+        Verdict::GiveUp(errors) => {
+            let reason = format!(
+                "the source failed {} times for the page at image offset {page_offset:#x}",
+                errors.len()
+            );
+            shared.fatal(Some(page_offset), reason, errors);
+            wake(shared, fault.addr);
+        }
+    }
+}
+
+fn outcome_failed(shared: &Shared, fault: Fault, page: u64, outcome: Outcome, status: Status) {
+    match status {
+        Status::Gone => shared.exit(EngineExit::VmmGone),
+        Status::NoMapping => {
+            // The range was unmapped or unregistered under us: nothing to install into.
+            Metrics::add(&shared.metrics.discarded, 1);
+            wake(shared, fault.addr);
+        }
+        other => {
+            let reason = format!(
+                "install at {:#x} (image offset {:#x}) failed: {other:?} after {} of {} bytes",
+                fault.addr,
+                page * shared.page_bytes(),
+                outcome.done,
+                outcome.requested
+            );
+            shared.fatal(Some(page * shared.page_bytes()), reason, Vec::new());
+            wake(shared, fault.addr);
+        }
+    }
+}
+
+/// Wakes the waiters of the page at `addr` (under the settle read lock, so never on a closed fd).
+pub(crate) fn wake(shared: &Shared, addr: u64) {
+    let _guard = shared.settle.read();
+    if shared.closed.load(Ordering::Acquire) {
+        return;
+    }
+    if let Ok(range) = Range::page_containing(addr, shared.page_size) {
+        finish_wake(shared, shared.uffd.wake(range));
+    }
+}
+
+fn finish_wake(shared: &Shared, outcome: Outcome) {
+    if outcome.status == Status::Gone {
+        shared.exit(EngineExit::VmmGone);
+    }
+}

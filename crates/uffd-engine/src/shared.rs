@@ -1,0 +1,130 @@
+//! State shared by the engine's threads.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use page_tracker::PageTracker;
+use parking_lot::{Mutex, RwLock};
+use uffd_core::{PageSize, Range, Uffd};
+
+use crate::deferred::{DeferredQueue, FaultKind};
+use crate::layout::GuestLayout;
+use crate::metrics::Metrics;
+use crate::retry::RetryTable;
+use crate::source::PageSource;
+use crate::{EngineConfig, EngineExit, FatalError};
+
+pub(crate) struct Shared {
+    pub(crate) uffd: Uffd,
+    /// Behind a lock only so a REMAP of a whole region can move it; read on every fault.
+    pub(crate) layout: RwLock<GuestLayout>,
+    pub(crate) page_size: PageSize,
+    pub(crate) tracker: PageTracker,
+    pub(crate) source: Arc<dyn PageSource>,
+    /// The settle barrier: installs hold it shared from their state check to their record,
+    /// exports and close exclusive (REMOVEs are recorded under the read gate, `reading`).
+    pub(crate) settle: RwLock<()>,
+    /// The read gate. A reader holds it exclusive from its `read(2)` until that batch's
+    /// REMOVEs are recorded, so no other reader can read (and serve) a fault that follows a
+    /// REMOVE not yet recorded. Installs hold it shared from their last state check to the
+    /// end of their COPY: the VMM zaps a removed range as soon as its REMOVE is read, and a
+    /// COPY into the zapped range succeeds, so an install past its state check when a REMOVE
+    /// is read would put snapshot bytes back into a page the guest has just freed. Never held
+    /// across a hook point or a source fetch, so reading events waits for one COPY at most.
+    pub(crate) reading: RwLock<()>,
+    /// Set under the settle write lock when the uffd is about to close: no ioctl after it.
+    pub(crate) closed: AtomicBool,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) config: EngineConfig,
+    /// Whether installs keep pages write-protected (dirty tracking).
+    pub(crate) wp: bool,
+    /// One page of zeros, the source of zero installs by COPY.
+    pub(crate) zeros: Box<[u8]>,
+    pub(crate) deferred: Mutex<DeferredQueue>,
+    pub(crate) retries: Mutex<RetryTable>,
+    /// Pages with retry state; lets the hot path skip the retry lock when none fail.
+    pub(crate) retrying: AtomicUsize,
+    pub(crate) metrics: Metrics,
+    /// An eventfd written once on stop; never drained, so every reader sees it.
+    pub(crate) stop_fd: OwnedFd,
+    /// Faults being served right now; prefetch yields while it is non-zero.
+    pub(crate) demand_active: AtomicUsize,
+    pub(crate) exit_tx: Sender<EngineExit>,
+    pub(crate) exit_sent: AtomicBool,
+    /// First installs by demand faults, in order: (first page, page count).
+    pub(crate) working_set: Mutex<Vec<(u64, u64)>>,
+}
+
+impl Shared {
+    pub(crate) fn page_bytes(&self) -> u64 {
+        self.page_size.bytes()
+    }
+
+    /// The image offset of a host address, if the layout covers it.
+    #[inline]
+    pub(crate) fn image_offset(&self, addr: u64) -> Option<u64> {
+        self.layout.read().image_offset(addr)
+    }
+
+    /// The host range of `pages` pages starting at image page `page`.
+    pub(crate) fn host_range(&self, page: u64, pages: u64) -> Option<Range> {
+        let offset = page.checked_mul(self.page_bytes())?;
+        let (addr, region) = {
+            let layout = self.layout.read();
+            layout.host_addr(offset).map(|(a, r)| (a, *r))?
+        };
+        let len = pages.checked_mul(self.page_bytes())?;
+        if addr + len > region.end() {
+            return None;
+        }
+        Range::new(addr, len, self.page_size).ok()
+    }
+
+    /// The image pages `[first, end)` of the region holding image page `page`. Fault-around
+    /// windows and prefetch runs are clipped to it: the next region of the image lives
+    /// elsewhere in the VMM's address space, so one COPY cannot span both.
+    pub(crate) fn region_pages(&self, page: u64) -> Option<(u64, u64)> {
+        let bytes = self.page_bytes();
+        let layout = self.layout.read();
+        let (_, region) = layout.host_addr(page.checked_mul(bytes)?)?;
+        Some((region.offset / bytes, (region.offset + region.size) / bytes))
+    }
+
+    pub(crate) fn defer(&self, addr: u64, kind: FaultKind) {
+        let due = Instant::now() + self.config.defer_pacing;
+        self.deferred.lock().defer(addr, kind, due);
+        Metrics::add(&self.metrics.deferred, 1);
+    }
+
+    /// Ends serving: the owner learns why from the exit channel; readers stop.
+    pub(crate) fn exit(&self, why: EngineExit) {
+        if let EngineExit::Fatal(_) = why {
+            Metrics::add(&self.metrics.fatal, 1);
+        }
+        if !self.exit_sent.swap(true, Ordering::AcqRel) {
+            tracing::error!(?why, "engine stops serving");
+            let _ = self.exit_tx.try_send(why);
+        }
+        self.request_stop();
+    }
+
+    pub(crate) fn fatal(&self, page_offset: Option<u64>, reason: String, errors: Vec<String>) {
+        self.exit(EngineExit::Fatal(FatalError {
+            page_offset,
+            reason,
+            errors,
+        }));
+    }
+
+    pub(crate) fn request_stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let _ = rustix::io::write(&self.stop_fd, &1u64.to_ne_bytes());
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,217 @@
+//! The engine serving a VMM peer process: `test-vmm` owns the guest memory and the uffd as
+//! Firecracker does, hands them over through the real handshake server, and the engine serves
+//! it from an image file. Plus a byte model of the guest memory and the hugepage check.
+//!
+//! Included by the `engine_peer*` and `engine_soak` tests as `#[path = "common/peer.rs"] mod
+//! peer;` beside `mod common;`.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use snapshot_format::LayeredSource;
+use test_vmm::{BLOCK, VmmConfig, VmmProcess, block_hash};
+use uffd_core::{Features, PageSize, Uffd};
+use uffd_engine::{CloseWhen, Engine, EngineConfig, PageSource};
+use uffd_handshake::{HandshakeListener, PeerPolicy, PeerWatch, open_pidfd, receive_handshake};
+
+use crate::common::pattern;
+
+pub use test_support::{MIB, TIMEOUT, TestDir, hugepages_or_skip};
+
+/// The guest's page size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pages {
+    /// 4 KiB anonymous pages.
+    Base,
+    /// 2 MiB hugetlbfs pages.
+    Huge,
+}
+
+impl Pages {
+    /// Bytes per page.
+    pub fn bytes(self) -> u64 {
+        self.size().bytes()
+    }
+
+    /// As a uffd page size.
+    pub fn size(self) -> PageSize {
+        match self {
+            Pages::Base => PageSize::Base4K,
+            Pages::Huge => PageSize::Huge2M,
+        }
+    }
+}
+
+/// A peer served by the engine. Fields drop in order: the peer is killed and reaped first,
+/// then the engine stops.
+pub struct Served {
+    /// The VMM peer.
+    pub peer: VmmProcess,
+    /// The engine serving it.
+    pub engine: Engine,
+    /// The peer's liveness (holds the handshake connection open, as a v1.12+ VMM expects).
+    pub watch: PeerWatch,
+    /// The guest's page size in bytes.
+    pub page: u64,
+    /// The image size in bytes.
+    pub size: u64,
+    /// The socket and the image file.
+    pub dir: TestDir,
+}
+
+impl Served {
+    /// The guest's pages.
+    pub fn pages(&self) -> u64 {
+        self.size / self.page
+    }
+
+    /// Asserts the engine never stopped on its own, then closes it the owner's way: kill the
+    /// peer through its pidfd, wait for it, unregister, close.
+    pub fn finish(self) {
+        if let Ok(exit) = self.engine.exits().try_recv() {
+            panic!("the engine stopped serving: {exit:?}");
+        }
+        assert_eq!(self.engine.metrics().fatal, 0);
+        let pid = i32::try_from(self.peer.pid()).expect("pid");
+        let pidfd = open_pidfd(pid).expect("pidfd of the peer");
+        self.engine
+            .close(CloseWhen::KillVmm { pidfd })
+            .expect("close");
+        drop(self.peer);
+    }
+}
+
+/// The image bytes ([`pattern`]) of `size` bytes, computed once per size.
+pub fn image_bytes(size: u64) -> Arc<Vec<u8>> {
+    static CACHE: Mutex<Vec<Arc<Vec<u8>>>> = Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().expect("image cache");
+    if let Some(image) = cache.iter().find(|i| i.len() as u64 == size) {
+        return image.clone();
+    }
+    let image = Arc::new((0..size).map(pattern).collect::<Vec<u8>>());
+    cache.push(image.clone());
+    image
+}
+
+/// A memory image file of `size` bytes filled with [`pattern`] in `dir`, and a source over it.
+pub fn image_in(dir: &TestDir, size: u64) -> Arc<LayeredSource> {
+    let path = dir.join("memory");
+    std::fs::write(&path, &**image_bytes(size)).expect("write the image");
+    Arc::new(LayeredSource::open_memory_file(&path, BLOCK).expect("open the image"))
+}
+
+/// Spawns a peer with `regions` of `pages`, accepts its handshake, and starts the engine on
+/// an image of the peer's size.
+pub fn serve(test: &str, pages: Pages, regions: Vec<u64>, config: EngineConfig) -> Served {
+    serve_with(test, pages, regions, config, |s| s)
+}
+
+/// [`serve`] with the image source wrapped by `wrap` (a failing source, a recorder).
+pub fn serve_with(
+    test: &str,
+    pages: Pages,
+    regions: Vec<u64>,
+    config: EngineConfig,
+    wrap: impl FnOnce(Arc<dyn PageSource>) -> Arc<dyn PageSource>,
+) -> Served {
+    let dir = TestDir::new(test);
+    let socket = dir.join("h.sock");
+    let listener = HandshakeListener::bind(&socket, None).expect("bind the handshake socket");
+    let mut peer_config = VmmConfig::new(test_vmm::binary(), &socket, regions).timeout(TIMEOUT);
+    if pages == Pages::Huge {
+        peer_config = peer_config.hugetlb();
+    }
+    let peer = VmmProcess::spawn(peer_config).expect("spawn the peer");
+    let size = peer.image_size();
+    let conn = listener.accept(TIMEOUT).expect("the peer connects");
+    let handshake =
+        receive_handshake(conn, TIMEOUT, size, &PeerPolicy::any()).expect("the handshake");
+    assert_eq!(handshake.layout.page_size(), pages.size());
+    assert_eq!(
+        u32::try_from(handshake.peer.pid).ok(),
+        Some(peer.pid()),
+        "the handshake came from the peer"
+    );
+    let uffd = Uffd::adopt(handshake.uffd, Features::EVENT_REMOVE).expect("adopt the uffd");
+    let source = wrap(image_in(&dir, size));
+    let engine = Engine::start(uffd, handshake.layout, source, config).expect("start the engine");
+    Served {
+        peer,
+        engine,
+        watch: handshake.watch,
+        page: pages.bytes(),
+        size,
+        dir,
+    }
+}
+
+/// Whether the peer's pidfd says it exited within `timeout`.
+pub fn exited_within(watch: &PeerWatch, timeout: Duration) -> bool {
+    watch.pidfd().is_some_and(|fd| {
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let timeout = rustix::event::Timespec::try_from(timeout).expect("timeout");
+        matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
+    })
+}
+
+/// The expected bytes of guest memory.
+pub use test_vmm::GuestModel as Model;
+
+/// The snapshot image ([`pattern`]) of `size` bytes.
+pub fn model_image(size: u64, page: u64) -> Model {
+    Model::new(image_bytes(size).to_vec(), page)
+}
+
+/// Asserts the peer's block hashes equal the model's, naming the first block that differs and
+/// what it holds instead (zeros or image bytes).
+#[track_caller]
+pub fn assert_hashes(got: &[u64], model: &Model, offset: u64, len: u64) {
+    assert_hashes_in("", got, model, offset, len);
+}
+
+/// [`assert_hashes`], the panic message prefixed with `ctx`.
+#[track_caller]
+pub fn assert_hashes_in(ctx: &str, got: &[u64], model: &Model, offset: u64, len: u64) {
+    let want = model.hashes(offset, len);
+    assert_eq!(got.len(), want.len(), "{ctx}: number of blocks");
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+        let differing = (0..got.len()).filter(|&i| got[i] != want[i]).count();
+        let at = offset + i as u64 * BLOCK;
+        let zeros = block_hash(&[0; BLOCK as usize]);
+        let image: Vec<u8> = (at..at + BLOCK).map(pattern).collect();
+        let holds = if got[i] == zeros {
+            "zeros"
+        } else if got[i] == block_hash(&image) {
+            "the image's bytes"
+        } else {
+            "other bytes"
+        };
+        panic!(
+            "{ctx}: block at image offset {at:#x} differs: it holds {holds} ({differing} of {} blocks \
+             differ)",
+            got.len()
+        );
+    }
+}
+
+/// Asserts the engine reported the VMM gone (ESRCH) once and nothing fatal, then closes it.
+pub fn assert_vmm_gone_and_close(s: Served) {
+    let exit = s
+        .engine
+        .exits()
+        .recv_timeout(TIMEOUT)
+        .expect("no exit signal after ESRCH");
+    assert_eq!(exit, uffd_engine::EngineExit::VmmGone);
+    assert!(s.engine.exits().try_recv().is_err(), "one exit signal");
+    let m = s.engine.metrics();
+    assert_eq!(m.fatal, 0, "{m:?}");
+    // The VMM is gone: nothing can fault on its memory any more.
+    s.engine
+        .close(uffd_engine::CloseWhen::OwnerGuarantees)
+        .expect("close");
+}

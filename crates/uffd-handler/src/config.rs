@@ -1,0 +1,270 @@
+//! From flags to a checked configuration with the snapshot opened: every problem an error
+//! naming its flag or file (exit code 1).
+
+use std::fs;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use snapshot_format::{LayeredSource, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
+
+use super::cli::{OnFatal, OnSignal, ParentFiles, PrefetchMode, ServeArgs};
+use super::working_set;
+use uffd_engine::EngineConfig;
+use uffd_handshake::PeerPolicy;
+
+/// Default block size of a plain memory file.
+pub(crate) const DEFAULT_BLOCK_SIZE: u64 = 4096;
+
+/// A flag or file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    /// A flag's value is wrong.
+    #[error("{flag}: {message}")]
+    Flag {
+        /// The flag, as typed (`--readers`).
+        flag: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file named by a flag is unusable.
+    #[error("{flag} {}: {message}", path.display())]
+    File {
+        /// The flag.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn flag(flag: &'static str, message: impl Into<String>) -> Self {
+        ConfigError::Flag {
+            flag,
+            message: message.into(),
+        }
+    }
+
+    fn file(flag: &'static str, path: &Path, message: impl Into<String>) -> Self {
+        ConfigError::File {
+            flag,
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The snapshot being served.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    /// Its bytes.
+    pub(crate) source: Arc<LayeredSource>,
+    /// For logs: what it is.
+    pub(crate) description: String,
+}
+
+/// Everything `serve` needs, checked.
+#[derive(Debug)]
+pub(crate) struct ServeConfig {
+    pub(crate) socket: PathBuf,
+    pub(crate) socket_group: Option<u32>,
+    pub(crate) snapshot: Snapshot,
+    pub(crate) engine: EngineConfig,
+    pub(crate) prefetch: PrefetchMode,
+    /// The working set to replay (with `--prefetch working-set`).
+    pub(crate) working_set: Vec<Range<u64>>,
+    pub(crate) record_working_set: Option<PathBuf>,
+    pub(crate) next_generation: Option<PathBuf>,
+    pub(crate) parent_files: ParentFiles,
+    pub(crate) on_fatal: OnFatal,
+    pub(crate) on_signal: OnSignal,
+    /// `None`: wait forever.
+    pub(crate) accept_timeout: Option<Duration>,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) policy: PeerPolicy,
+    pub(crate) control: Option<PathBuf>,
+    pub(crate) stats_json: Option<PathBuf>,
+    pub(crate) keep_listening: bool,
+    /// Test hook: the source fails for good after this many reads.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fail_source_after: Option<u64>,
+}
+
+impl ServeConfig {
+    /// Checks the flags and opens the snapshot and the working set.
+    pub(crate) fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        if args.readers == 0 || args.readers > 256 {
+            return Err(ConfigError::flag("--readers", "must be between 1 and 256"));
+        }
+        if args.handshake_timeout.is_zero() {
+            return Err(ConfigError::flag("--handshake-timeout", "must be above 0"));
+        }
+        let (snapshot, default_working_set) = open_snapshot(args)?;
+        let image_size = snapshot.source.header().size();
+        let working_set_path = args.working_set.clone().unwrap_or(default_working_set);
+        let working_set = match args.prefetch {
+            PrefetchMode::WorkingSet => working_set::read(&working_set_path, image_size)
+                .map_err(|e| ConfigError::flag("--working-set", e.to_string()))?,
+            _ if args.working_set.is_some() => {
+                return Err(ConfigError::flag(
+                    "--working-set",
+                    "is replayed only with --prefetch working-set",
+                ));
+            }
+            _ => Vec::new(),
+        };
+        let record_working_set = match &args.record_working_set {
+            Some(None) => Some(working_set_path),
+            Some(Some(path)) => Some(path.clone()),
+            None => None,
+        };
+        if let Some(path) = &record_working_set {
+            check_parent_dir("--record-working-set", path)?;
+        }
+        if let Some(path) = &args.stats_json {
+            check_parent_dir("--stats-json", path)?;
+        }
+        if let Some(dir) = &args.next_generation {
+            prepare_dir("--next-generation", dir)?;
+        }
+        let engine = EngineConfig {
+            readers: args.readers,
+            fault_around_pages: args.fault_around.pages(),
+            dirty_tracking: args.dirty_tracking,
+            record_working_set: record_working_set.is_some(),
+            ..EngineConfig::default()
+        };
+        let policy = if args.allow_uid.is_empty() {
+            PeerPolicy::own_uid_and_root()
+        } else {
+            PeerPolicy::uids(args.allow_uid.iter().copied())
+        };
+        Ok(ServeConfig {
+            socket: args.socket.clone(),
+            socket_group: args.socket_group,
+            snapshot,
+            engine,
+            prefetch: args.prefetch,
+            working_set,
+            record_working_set,
+            next_generation: args.next_generation.clone(),
+            parent_files: args.parent_files,
+            on_fatal: args.on_fatal,
+            on_signal: args.on_signal,
+            accept_timeout: (!args.accept_timeout.is_zero()).then_some(args.accept_timeout),
+            handshake_timeout: args.handshake_timeout,
+            policy,
+            control: args.control.clone(),
+            stats_json: args.stats_json.clone(),
+            keep_listening: args.keep_listening,
+            #[cfg(feature = "test-hooks")]
+            fail_source_after: args.fail_source_after,
+        })
+    }
+}
+
+/// Opens the snapshot; also returns the default working-set path beside it.
+fn open_snapshot(args: &ServeArgs) -> Result<(Snapshot, PathBuf), ConfigError> {
+    match (&args.memory_file, &args.snapshot_dir) {
+        (Some(file), None) => {
+            let block_size = args.block_size.unwrap_or(DEFAULT_BLOCK_SIZE);
+            if !block_size.is_power_of_two()
+                || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size)
+            {
+                return Err(ConfigError::flag(
+                    "--block-size",
+                    format!(
+                        "{block_size} is not a power of two between {MIN_BLOCK_SIZE} and \
+                         {MAX_BLOCK_SIZE}"
+                    ),
+                ));
+            }
+            let metadata = fs::metadata(file)
+                .map_err(|e| ConfigError::file("--memory-file", file, e.to_string()))?;
+            if !metadata.is_file() {
+                return Err(ConfigError::file(
+                    "--memory-file",
+                    file,
+                    "not a regular file",
+                ));
+            }
+            if metadata.len() == 0 || metadata.len() % block_size != 0 {
+                return Err(ConfigError::file(
+                    "--memory-file",
+                    file,
+                    format!(
+                        "its length {} is not a non-zero multiple of the block size {block_size} \
+                         (--block-size)",
+                        metadata.len()
+                    ),
+                ));
+            }
+            let source = LayeredSource::open_memory_file(file, block_size)
+                .map_err(|e| ConfigError::file("--memory-file", file, e.to_string()))?;
+            let mut default_ws = file.as_os_str().to_owned();
+            default_ws.push(".working-set");
+            let snapshot = Snapshot {
+                source: Arc::new(source),
+                description: format!("memory file {}", file.display()),
+            };
+            Ok((snapshot, default_ws.into()))
+        }
+        (None, Some(dir)) => {
+            if args.block_size.is_some() {
+                return Err(ConfigError::flag(
+                    "--block-size",
+                    "applies to --memory-file only (a snapshot directory's header has its own)",
+                ));
+            }
+            if !dir.is_dir() {
+                return Err(ConfigError::file("--snapshot-dir", dir, "not a directory"));
+            }
+            let source = LayeredSource::open_dir(dir)
+                .map_err(|e| ConfigError::file("--snapshot-dir", dir, e.to_string()))?;
+            let generation = source.header().metadata().generation;
+            let snapshot = Snapshot {
+                source: Arc::new(source),
+                description: format!(
+                    "snapshot directory {} (generation {generation})",
+                    dir.display()
+                ),
+            };
+            Ok((snapshot, dir.join("working-set")))
+        }
+        _ => Err(ConfigError::flag(
+            "--memory-file/--snapshot-dir",
+            "give exactly one",
+        )),
+    }
+}
+
+fn check_parent_dir(flag: &'static str, path: &Path) -> Result<(), ConfigError> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if parent.is_dir() {
+        Ok(())
+    } else {
+        Err(ConfigError::file(
+            flag,
+            path,
+            format!("its directory {} does not exist", parent.display()),
+        ))
+    }
+}
+
+/// Creates `dir` if missing and checks it is a writable directory.
+fn prepare_dir(flag: &'static str, dir: &Path) -> Result<(), ConfigError> {
+    fs::create_dir_all(dir).map_err(|e| ConfigError::file(flag, dir, e.to_string()))?;
+    if !dir.is_dir() {
+        return Err(ConfigError::file(flag, dir, "not a directory"));
+    }
+    let probe = dir.join(format!(".uffd-handler-probe-{}", std::process::id()));
+    fs::write(&probe, b"")
+        .and_then(|()| fs::remove_file(&probe))
+        .map_err(|e| ConfigError::file(flag, dir, format!("not writable: {e}")))
+}

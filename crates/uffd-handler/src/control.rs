@@ -1,0 +1,222 @@
+//! The control socket: a Unix stream socket (mode 0600, this uid and root only) taking one
+//! command per line and answering each with one JSON line.
+//!
+//! | command | answer |
+//! |---|---|
+//! | `stats` | the statistics ([`super::stats::Stats`]) |
+//! | `snapshot` | a [`super::generation::SnapshotSummary`] once generation N+1 is written |
+//! | `stop` | `{"stopping":true}` at once, then a graceful stop per `--on-signal` |
+//!
+//! Any failure is `{"error":"..."}`. Each connection has its own thread, which hands the
+//! command to the main loop and writes back its answer.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use crossbeam_channel::{Sender, bounded};
+use tracing::{debug, info, warn};
+
+use super::events::{Event, EventSender};
+use uffd_handshake::{MAX_SOCKET_PATH, peer_credentials};
+
+/// Longest command line accepted.
+const MAX_LINE: u64 = 4096;
+
+/// A control command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ControlCommand {
+    /// Report the statistics.
+    Stats,
+    /// Write the next generation.
+    Snapshot,
+    /// Stop gracefully.
+    Stop,
+}
+
+/// A command on its way to the main loop, with where to send the answer line.
+#[derive(Debug)]
+pub(crate) struct ControlRequest {
+    /// What was asked.
+    pub(crate) command: ControlCommand,
+    /// Where the JSON answer goes.
+    pub(crate) reply: Sender<String>,
+}
+
+impl ControlRequest {
+    /// Answers with `value` as one JSON line.
+    pub(crate) fn answer(self, value: &impl serde::Serialize) {
+        let line = serde_json::to_string(value)
+            .unwrap_or_else(|e| error_line(&format!("cannot encode the answer: {e}")));
+        let _ = self.reply.send(line);
+    }
+
+    /// Answers with an error.
+    pub(crate) fn fail(self, message: &str) {
+        let _ = self.reply.send(error_line(message));
+    }
+}
+
+fn error_line(message: &str) -> String {
+    serde_json::json!({ "error": message }).to_string()
+}
+
+/// Why the control socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("--control {}: {message}", path.display())]
+pub(crate) struct ControlError {
+    /// The path.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The listening control socket; its file is removed on drop.
+#[derive(Debug)]
+pub(crate) struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ControlSocket {
+    /// Binds `path` reachable by this uid only. Call before starting threads (the umask is
+    /// process-wide and narrowed for the bind, so the socket is never more open than 0600).
+    pub(crate) fn bind(path: &Path) -> Result<Self, ControlError> {
+        let fail = |message: String| ControlError {
+            path: path.to_path_buf(),
+            message,
+        };
+        if path.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(fail(format!("longer than {MAX_SOCKET_PATH} bytes")));
+        }
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_socket() => {
+                fs::remove_file(path).map_err(|e| fail(format!("removing a stale socket: {e}")))?;
+            }
+            Ok(_) => {
+                return Err(fail(
+                    "exists and is not a socket; refusing to replace it".into(),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail(e.to_string())),
+        }
+        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+        let bound = UnixListener::bind(path);
+        rustix::process::umask(old);
+        let listener = bound.map_err(|e| fail(format!("binding: {e}")))?;
+        let socket = ControlSocket {
+            listener,
+            path: path.to_path_buf(),
+        };
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+            .map_err(|e| fail(format!("setting mode 0600: {e}")))?;
+        socket
+            .listener
+            .set_nonblocking(true)
+            .map_err(|e| fail(e.to_string()))?;
+        info!(path = %path.display(), "control socket listening");
+        Ok(socket)
+    }
+
+    /// Accepts every pending connection, each served on its own thread.
+    pub(crate) fn accept_pending(&self, events: &EventSender) {
+        loop {
+            match self.listener.accept() {
+                Ok((conn, _)) => {
+                    let events = events.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("control-conn".into())
+                        .spawn(move || serve_connection(conn, &events));
+                    if let Err(e) = spawned {
+                        warn!(error = %e, "cannot serve a control connection");
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    warn!(error = %e, "accepting a control connection failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl AsFd for ControlSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+fn serve_connection(conn: UnixStream, events: &EventSender) {
+    let own = rustix::process::geteuid().as_raw();
+    match peer_credentials(&conn) {
+        Ok(peer) if peer.uid == own || peer.uid == 0 => {}
+        Ok(peer) => {
+            warn!(
+                uid = peer.uid,
+                pid = peer.pid,
+                "control connection from another uid refused"
+            );
+            return;
+        }
+        Err(e) => {
+            warn!(error = %e, "control connection without credentials refused");
+            return;
+        }
+    }
+    let _ = conn.set_nonblocking(false);
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    let mut lines = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        match (&mut lines).take(MAX_LINE).read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let command = match line.trim() {
+            "" => continue,
+            "stats" => ControlCommand::Stats,
+            "snapshot" => ControlCommand::Snapshot,
+            "stop" => ControlCommand::Stop,
+            other => {
+                let answer = error_line(&format!(
+                    "unknown command {other:?}; the commands are stats, snapshot and stop"
+                ));
+                if writeln!(out, "{answer}").is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        debug!(?command, "control command");
+        if command == ControlCommand::Stop {
+            // Answered before the main loop hears of it: once it does, the process may exit.
+            let _ = writeln!(out, "{}", serde_json::json!({ "stopping": true }));
+            let (reply, _) = bounded(1);
+            events.send(Event::Control(ControlRequest { command, reply }));
+            continue;
+        }
+        let (reply, answer) = bounded(1);
+        let sent = events.send(Event::Control(ControlRequest { command, reply }));
+        let answer = match sent.then(|| answer.recv().ok()).flatten() {
+            Some(answer) => answer,
+            None => error_line("the daemon is exiting"),
+        };
+        if writeln!(out, "{answer}").is_err() {
+            return;
+        }
+    }
+}

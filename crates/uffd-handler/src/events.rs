@@ -1,0 +1,98 @@
+//! What the main loop hears from other threads (the engine's exit, control requests): a
+//! channel plus an eventfd the main loop polls with its other fds.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use rustix::event::{EventfdFlags, eventfd};
+
+use super::control::ControlRequest;
+use uffd_engine::EngineExit;
+
+/// A message for the main loop.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The engine of session `.0` (the daemon's count of VMMs served) stopped serving on its
+    /// own. An earlier session's engine may report late; the session number tells.
+    Engine(u64, EngineExit),
+    /// A control socket command.
+    Control(ControlRequest),
+}
+
+/// The main loop's end: poll [`Events::as_fd`], then [`Events::drain`].
+#[derive(Debug)]
+pub(crate) struct Events {
+    rx: Receiver<Event>,
+    sender: EventSender,
+}
+
+/// Another thread's end.
+#[derive(Debug, Clone)]
+pub(crate) struct EventSender {
+    tx: Sender<Event>,
+    wake: Arc<OwnedFd>,
+}
+
+impl Events {
+    /// A new queue.
+    pub(crate) fn new() -> std::io::Result<Self> {
+        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let (tx, rx) = unbounded();
+        Ok(Events {
+            rx,
+            sender: EventSender {
+                tx,
+                wake: Arc::new(wake),
+            },
+        })
+    }
+
+    /// A sender for another thread.
+    pub(crate) fn sender(&self) -> EventSender {
+        self.sender.clone()
+    }
+
+    /// Every event queued so far. Resets the eventfd first, so an event sent after the
+    /// drain makes it readable again.
+    pub(crate) fn drain(&self) -> Vec<Event> {
+        let mut count = [0u8; 8];
+        let _ = rustix::io::read(&*self.sender.wake, &mut count);
+        self.rx.try_iter().collect()
+    }
+}
+
+impl AsFd for Events {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sender.wake.as_fd()
+    }
+}
+
+impl EventSender {
+    /// Queues `event` and wakes the main loop; false once the main loop is gone.
+    pub(crate) fn send(&self, event: Event) -> bool {
+        if self.tx.send(event).is_err() {
+            return false;
+        }
+        let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
+        true
+    }
+
+    /// Forwards the exit reason of session `session`'s engine (from its channel) to the main
+    /// loop, on a thread that ends when the engine's channel closes.
+    pub(crate) fn forward_engine_exits(
+        &self,
+        session: u64,
+        exits: Receiver<EngineExit>,
+    ) -> std::io::Result<()> {
+        let sender = self.clone();
+        std::thread::Builder::new()
+            .name("engine-exits".into())
+            .spawn(move || {
+                if let Ok(exit) = exits.recv() {
+                    sender.send(Event::Engine(session, exit));
+                }
+            })
+            .map(drop)
+    }
+}

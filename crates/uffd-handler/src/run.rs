@@ -1,0 +1,646 @@
+//! The daemon's lifecycle: bind, accept a VMM within the deadline, take its handshake, serve
+//! it until it exits (or a fatal error, a signal or `stop`), report.
+//!
+//! One thread (this one) owns every decision. It polls the stop signals' signalfd, the VMM's
+//! pidfd, the control socket and an eventfd that the engine's exit and control commands wake.
+
+use std::ops::Range;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use tracing::{error, info, warn};
+use uffd_core::{Features, Uffd};
+
+use super::cli::{OnFatal, OnSignal, PrefetchMode};
+use super::config::ServeConfig;
+use super::control::{ControlCommand, ControlRequest, ControlSocket};
+use super::events::{Event, Events};
+use super::exit::{DaemonExit, Outcome};
+use super::generation::{NextGeneration, SnapshotSummary};
+use super::peer_exit::vmm_end;
+use super::session::{Finish, Finished, Session};
+use super::signals::StopSignals;
+use super::stats::{OutcomeStats, PrefetchStats, Stats};
+use uffd_engine::PageSource;
+use uffd_engine::{Engine, EngineExit, FatalError};
+use uffd_handshake::{AcceptError, Handshake, HandshakeListener, receive_handshake};
+
+/// How long to wait for the VMM's pidfd after its memory was found gone (ESRCH).
+const GONE_GRACE: Duration = Duration::from_secs(10);
+
+/// The daemon between VMMs and around them.
+pub(crate) struct Daemon {
+    config: ServeConfig,
+    started: Instant,
+    listener: HandshakeListener,
+    control: Option<ControlSocket>,
+    signals: StopSignals,
+    events: Events,
+    source: Arc<dyn PageSource>,
+    generations_written: u64,
+    /// VMMs whose engine started (numbers the sessions).
+    sessions: u64,
+    last_snapshot: Option<SnapshotSummary>,
+    /// The final statistics of the last VMM served.
+    last_stats: Option<Stats>,
+}
+
+/// What woke the main loop while a VMM is awaited.
+enum Awaited {
+    Connection(UnixStream),
+    Done(Outcome),
+}
+
+impl Daemon {
+    /// Binds the sockets. Call before any thread starts (the control socket's bind narrows
+    /// the process umask for a moment).
+    ///
+    /// The VMM socket is listening before the control socket is bound, so a control socket
+    /// that accepts connections means the daemon is ready for the VMM. (The VMM socket's file
+    /// appears a moment before it listens: a VMM connecting in that moment is refused.)
+    pub(crate) fn new(config: ServeConfig, signals: StopSignals) -> Result<Daemon, Outcome> {
+        let usage = |message: String| Outcome::new(DaemonExit::Usage, message);
+        let listener = HandshakeListener::bind(&config.socket, config.socket_group)
+            .map_err(|e| usage(format!("--socket: {e}")))?;
+        let control = match &config.control {
+            Some(path) => Some(ControlSocket::bind(path).map_err(|e| usage(e.to_string()))?),
+            None => None,
+        };
+        let events = Events::new().map_err(|e| usage(format!("cannot create an eventfd: {e}")))?;
+        let source: Arc<dyn PageSource> = config.snapshot.source.clone();
+        #[cfg(feature = "test-hooks")]
+        let source: Arc<dyn PageSource> = match config.fail_source_after {
+            Some(n) => {
+                warn!(
+                    reads = n,
+                    "test hook: the source fails for good after {n} reads"
+                );
+                Arc::new(super::fail_source::FailingSource::new(source, n))
+            }
+            None => source,
+        };
+        info!(
+            snapshot = %config.snapshot.description,
+            socket = %config.socket.display(),
+            "ready: waiting for a VMM"
+        );
+        Ok(Daemon {
+            config,
+            started: Instant::now(),
+            listener,
+            control,
+            signals,
+            events,
+            source,
+            generations_written: 0,
+            sessions: 0,
+            last_snapshot: None,
+            last_stats: None,
+        })
+    }
+
+    /// Serves VMMs until the mode says stop; the outcome of the last.
+    pub(crate) fn run(mut self) -> Outcome {
+        let outcome = self.serve_all();
+        if let Some(path) = &self.config.stats_json {
+            let mut stats = self
+                .last_stats
+                .take()
+                .unwrap_or_else(|| self.stats_without_vmm("finished"));
+            stats.uptime_s = self.started.elapsed().as_secs_f64();
+            stats.outcome = Some(OutcomeStats {
+                exit_code: outcome.exit.code(),
+                reason: outcome.reason.clone(),
+            });
+            if let Err(e) = stats.write_json(path) {
+                error!(path = %path.display(), error = %e, "cannot write --stats-json");
+            }
+        }
+        outcome
+    }
+
+    fn serve_all(&mut self) -> Outcome {
+        loop {
+            let conn = match self.await_vmm() {
+                Awaited::Connection(conn) => conn,
+                Awaited::Done(outcome) => return outcome,
+            };
+            let image_size = self.source.size();
+            let handshake = receive_handshake(
+                conn,
+                self.config.handshake_timeout,
+                image_size,
+                &self.config.policy,
+            );
+            let outcome = match handshake {
+                Ok(handshake) => match self.serve_vmm(handshake) {
+                    (outcome, true) => return outcome,
+                    (outcome, false) => outcome,
+                },
+                Err(e) => {
+                    if let Some(json) = e.raw_json() {
+                        error!(error = %e, json, "bad handshake; connection closed");
+                    } else {
+                        error!(error = %e, "bad handshake; connection closed");
+                    }
+                    Outcome::new(DaemonExit::Handshake, format!("handshake failed: {e}"))
+                }
+            };
+            if !self.config.keep_listening {
+                return outcome;
+            }
+            info!(outcome = %outcome.reason, "--keep-listening: waiting for the next VMM");
+        }
+    }
+
+    /// Waits for a VMM to connect, answering signals and control commands meanwhile.
+    fn await_vmm(&mut self) -> Awaited {
+        let deadline = self.config.accept_timeout.map(|t| Instant::now() + t);
+        let waited = Instant::now();
+        loop {
+            if let Some(signal) = self.signals.take() {
+                return Awaited::Done(Outcome::new(
+                    DaemonExit::Success,
+                    format!("stopped by {signal} while waiting for a VMM"),
+                ));
+            }
+            for event in self.events.drain() {
+                match event {
+                    Event::Control(request) => {
+                        if let Some(outcome) = self.control_while_waiting(request) {
+                            return Awaited::Done(outcome);
+                        }
+                    }
+                    Event::Engine(session, exit) => {
+                        info!(session, ?exit, "a finished session's engine exit ignored");
+                    }
+                }
+            }
+            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let ready = self.wait(Some(self.listener.as_fd()), timeout);
+            if ready.contains(&Ready::Extra) {
+                match self.listener.accept(Duration::ZERO) {
+                    Ok(conn) => return Awaited::Connection(conn),
+                    Err(AcceptError::Timeout { .. }) => {}
+                    Err(e) => {
+                        return Awaited::Done(Outcome::new(DaemonExit::Usage, e.to_string()));
+                    }
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Awaited::Done(Outcome::new(
+                    DaemonExit::AcceptTimeout,
+                    format!(
+                        "no VMM connected to {} within {:.1?}",
+                        self.config.socket.display(),
+                        waited.elapsed()
+                    ),
+                ));
+            }
+        }
+    }
+
+    fn control_while_waiting(&mut self, request: ControlRequest) -> Option<Outcome> {
+        match request.command {
+            ControlCommand::Stats => {
+                let stats = self
+                    .last_stats
+                    .clone()
+                    .map(|mut s| {
+                        s.state = "waiting";
+                        s.uptime_s = self.started.elapsed().as_secs_f64();
+                        s
+                    })
+                    .unwrap_or_else(|| self.stats_without_vmm("waiting"));
+                request.answer(&stats);
+                None
+            }
+            ControlCommand::Snapshot => {
+                request.fail("no VMM is being served");
+                None
+            }
+            // Already answered by the connection's thread.
+            ControlCommand::Stop => {
+                drop(request);
+                Some(Outcome::new(
+                    DaemonExit::Success,
+                    "stopped by the control socket's stop while waiting for a VMM",
+                ))
+            }
+        }
+    }
+
+    /// Serves one VMM; the outcome, and whether the daemon must stop (not just this VMM).
+    fn serve_vmm(&mut self, handshake: Handshake) -> (Outcome, bool) {
+        let Handshake {
+            layout,
+            uffd,
+            extra_fd,
+            peer,
+            watch,
+            ..
+        } = handshake;
+        if extra_fd.is_some() {
+            info!("a second fd came with the handshake (guest memory); it is not used");
+        }
+        let pid = peer.pid;
+        let uffd = match Uffd::adopt(uffd, Features::EVENT_REMOVE) {
+            Ok(uffd) => uffd,
+            Err(e) => {
+                error!(pid, error = %e, "the VMM's fd is not a userfaultfd");
+                let reason =
+                    format!("handshake failed: the VMM (pid {pid}) sent no userfaultfd: {e}");
+                return (Outcome::new(DaemonExit::Handshake, reason), false);
+            }
+        };
+        let started = Engine::start(
+            uffd,
+            layout,
+            self.source.clone(),
+            self.config.engine.clone(),
+        );
+        let engine = match started {
+            Ok(engine) => engine,
+            Err(e) => {
+                // Nothing serves the VMM's memory: it would hang on its first fault.
+                let reason = format!("the engine could not start: {e}");
+                error!(pid, %reason);
+                let fate = match self.config.on_fatal {
+                    OnFatal::Kill => match watch.kill() {
+                        Ok(()) => format!("the VMM (pid {pid}) was killed"),
+                        Err(e) => format!("the VMM (pid {pid}) could not be killed: {e}"),
+                    },
+                    OnFatal::Exit => format!("the VMM (pid {pid}) was left to its owner"),
+                };
+                return (
+                    Outcome::new(
+                        DaemonExit::Fatal,
+                        format!("fatal engine error: {reason}; {fate}"),
+                    ),
+                    true,
+                );
+            }
+        };
+        self.sessions += 1;
+        info!(
+            pid,
+            uid = peer.uid,
+            session = self.sessions,
+            "serving the VMM"
+        );
+        let forwarding = self
+            .events
+            .sender()
+            .forward_engine_exits(self.sessions, engine.exits().clone());
+        let next_generation = self.config.next_generation.clone().map(|dir| {
+            NextGeneration::new(dir, self.config.parent_files, &self.config.snapshot.source)
+        });
+        let session = Session::new(
+            engine,
+            watch,
+            peer,
+            self.prefetch_order(),
+            next_generation,
+            self.config.record_working_set.clone(),
+        );
+        if let Err(e) = forwarding {
+            let fatal = FatalError {
+                page_offset: None,
+                reason: format!("cannot watch the engine: {e}"),
+                errors: Vec::new(),
+            };
+            return (self.fatal(session, &fatal), true);
+        }
+        self.serve_session(session)
+    }
+
+    fn prefetch_order(&self) -> Option<Vec<Range<u64>>> {
+        let all = 0..self.source.size();
+        match self.config.prefetch {
+            PrefetchMode::None => None,
+            PrefetchMode::All => Some(vec![all]),
+            PrefetchMode::WorkingSet => {
+                let mut order = self.config.working_set.clone();
+                order.push(all);
+                Some(order)
+            }
+        }
+    }
+
+    fn serve_session(&mut self, mut session: Session) -> (Outcome, bool) {
+        let mut gone_since: Option<Instant> = None;
+        loop {
+            for event in self.events.drain() {
+                match event {
+                    Event::Engine(id, exit) if id != self.sessions => {
+                        info!(
+                            session = id,
+                            ?exit,
+                            "a finished session's engine exit ignored"
+                        );
+                    }
+                    Event::Engine(_, EngineExit::Fatal(fatal)) => {
+                        return (self.fatal(session, &fatal), true);
+                    }
+                    Event::Engine(_, EngineExit::VmmGone) => {
+                        info!(pid = session.pid(), "the VMM's memory is gone (ESRCH)");
+                        gone_since.get_or_insert_with(Instant::now);
+                    }
+                    Event::Control(request) => match request.command {
+                        ControlCommand::Stats => {
+                            let stats = self.session_stats(&session, "serving");
+                            request.answer(&stats);
+                        }
+                        ControlCommand::Snapshot => self.snapshot(&mut session, request),
+                        ControlCommand::Stop => {
+                            drop(request);
+                            return (
+                                self.graceful_stop(session, "the control socket's stop"),
+                                true,
+                            );
+                        }
+                    },
+                }
+            }
+            if let Some(signal) = self.signals.take() {
+                return (self.graceful_stop(session, signal), true);
+            }
+            if session.vmm_exited() {
+                return (self.vmm_exited(session), false);
+            }
+            if let Some(since) = gone_since {
+                // ESRCH: the memory is gone, the process is on its way out.
+                if session.pidfd().is_none() || since.elapsed() >= GONE_GRACE {
+                    return (self.vmm_exited(session), false);
+                }
+            }
+            let timeout = match gone_since {
+                Some(since) => Some(GONE_GRACE.saturating_sub(since.elapsed())),
+                None => session.sample_first_fault(),
+            };
+            // A session without a pidfd learns of the VMM's end only from the engine.
+            let pidfd = session.pidfd();
+            self.wait(pidfd, timeout);
+        }
+    }
+
+    /// Polls the signals, the events, the control socket and `extra`; accepts control
+    /// connections. Returns which of them are ready.
+    fn wait(&self, extra: Option<BorrowedFd<'_>>, timeout: Option<Duration>) -> Vec<Ready> {
+        let mut fds = vec![
+            PollFd::new(&self.signals, PollFlags::IN),
+            PollFd::new(&self.events, PollFlags::IN),
+        ];
+        let mut kinds = vec![Ready::Signal, Ready::Events];
+        if let Some(control) = &self.control {
+            fds.push(PollFd::new(control, PollFlags::IN));
+            kinds.push(Ready::Control);
+        }
+        if let Some(fd) = extra {
+            fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+            kinds.push(Ready::Extra);
+        }
+        let timeout = timeout
+            .map(|t| Timespec::try_from(t.min(Duration::from_secs(86_400))).expect("a day fits"));
+        if let Err(e) = poll(&mut fds, timeout.as_ref())
+            && e != rustix::io::Errno::INTR
+        {
+            warn!(error = %e, "poll failed");
+        }
+        let ready: Vec<Ready> = fds
+            .iter()
+            .zip(kinds)
+            .filter(|(fd, _)| !fd.revents().is_empty())
+            .map(|(_, kind)| kind)
+            .collect();
+        if ready.contains(&Ready::Control)
+            && let Some(control) = &self.control
+        {
+            control.accept_pending(&self.events.sender());
+        }
+        ready
+    }
+
+    fn snapshot(&mut self, session: &mut Session, request: ControlRequest) {
+        match session.snapshot() {
+            None => request.fail("no --next-generation directory was given"),
+            Some(Ok(summary)) => {
+                self.generations_written += 1;
+                self.last_snapshot = Some(summary.clone());
+                request.answer(&summary);
+            }
+            Some(Err(e)) => {
+                error!(error = %e, "snapshot failed");
+                request.fail(&e.to_string());
+            }
+        }
+    }
+
+    fn vmm_exited(&mut self, session: Session) -> Outcome {
+        let pid = session.pid();
+        let end = vmm_end(pid, session.pidfd());
+        info!(pid, %end, "the VMM is gone");
+        let (exit, reason) = if end.is_normal() {
+            if end == super::peer_exit::VmmEnd::Unknown {
+                warn!(
+                    pid,
+                    "the VMM's exit status cannot be read; counting it as normal"
+                );
+            }
+            (
+                DaemonExit::Success,
+                format!("the VMM (pid {pid}) {end}; every fault was served"),
+            )
+        } else {
+            (
+                DaemonExit::VmmDied,
+                format!("the VMM (pid {pid}) {end} while being served"),
+            )
+        };
+        self.end_session(
+            session,
+            Finish::Exited,
+            end.to_string(),
+            Outcome::new(exit, reason),
+        )
+    }
+
+    fn fatal(&mut self, session: Session, fatal: &FatalError) -> Outcome {
+        let pid = session.pid();
+        error!(pid, error = %fatal, "fatal engine error");
+        let (finish, fate) = match self.config.on_fatal {
+            OnFatal::Kill => (
+                Finish::Kill,
+                format!("the VMM (pid {pid}) was killed (--on-fatal kill)"),
+            ),
+            OnFatal::Exit => (
+                Finish::Abandon,
+                format!(
+                    "the VMM (pid {pid}) was left running (--on-fatal exit): its faulting threads \
+                     stay blocked until its owner kills it"
+                ),
+            ),
+        };
+        let reason = format!("fatal engine error: {}; {fate}", condensed(fatal));
+        let end = match finish {
+            Finish::Kill => "killed after a fatal error",
+            _ => "left running after a fatal error",
+        };
+        self.end_session(
+            session,
+            finish,
+            end.into(),
+            Outcome::new(DaemonExit::Fatal, reason),
+        )
+    }
+
+    fn graceful_stop(&mut self, session: Session, why: &str) -> Outcome {
+        let pid = session.pid();
+        info!(pid, why, policy = ?self.config.on_signal, "stopping");
+        let (finish, fate, end) = match self.config.on_signal {
+            OnSignal::Graduate => (
+                Finish::Graduate,
+                format!(
+                    "every page was installed and the regions unregistered; the VMM (pid {pid}) \
+                     runs on without a handler"
+                ),
+                "graduated (runs on)",
+            ),
+            OnSignal::Kill => (
+                Finish::Kill,
+                format!("the VMM (pid {pid}) was killed (--on-signal kill)"),
+                "killed on stop",
+            ),
+        };
+        let outcome = Outcome::new(DaemonExit::Success, format!("stopped by {why}: {fate}"));
+        self.end_session(session, finish, end.into(), outcome)
+    }
+
+    /// Finishes the session, prints the statistics table and keeps them for `--stats-json`.
+    fn end_session(
+        &mut self,
+        session: Session,
+        how: Finish,
+        end: String,
+        outcome: Outcome,
+    ) -> Outcome {
+        let vmm = session.vmm_stats(Some(end));
+        let first_fault = session.first_fault();
+        let Finished {
+            metrics,
+            pages,
+            prefetch,
+            close_error,
+        } = session.finish(how);
+        let outcome = match close_error {
+            Some(e) if outcome.exit == DaemonExit::Success => Outcome::new(
+                DaemonExit::Fatal,
+                format!("{}; but closing failed: {e}", outcome.reason),
+            ),
+            _ => outcome,
+        };
+        let stats = Stats {
+            state: "finished",
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            vmm: Some(vmm),
+            time_to_first_fault_ms: first_fault.map(|d| d.as_secs_f64() * 1e3),
+            metrics: Some(metrics),
+            pages: Some(pages),
+            prefetch: PrefetchStats {
+                mode: self.config.prefetch,
+                running: false,
+                report: prefetch,
+            },
+            generations_written: self.generations_written,
+            last_snapshot: self.last_snapshot.clone(),
+            outcome: Some(OutcomeStats {
+                exit_code: outcome.exit.code(),
+                reason: outcome.reason.clone(),
+            }),
+        };
+        let mut table = Vec::new();
+        if stats.write_table(&mut table).is_ok() {
+            eprint!("{}", String::from_utf8_lossy(&table));
+        }
+        self.last_stats = Some(stats);
+        outcome
+    }
+
+    fn session_stats(&self, session: &Session, state: &'static str) -> Stats {
+        let (metrics, pages) = session.live();
+        Stats {
+            state,
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            vmm: Some(session.vmm_stats(None)),
+            time_to_first_fault_ms: session.first_fault().map(|d| d.as_secs_f64() * 1e3),
+            metrics: Some(metrics),
+            pages: Some(pages),
+            prefetch: PrefetchStats {
+                mode: self.config.prefetch,
+                running: session.prefetch_running(),
+                report: None,
+            },
+            generations_written: self.generations_written,
+            last_snapshot: self.last_snapshot.clone(),
+            outcome: None,
+        }
+    }
+
+    fn stats_without_vmm(&self, state: &'static str) -> Stats {
+        Stats {
+            state,
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            vmm: None,
+            time_to_first_fault_ms: None,
+            metrics: None,
+            pages: None,
+            prefetch: PrefetchStats {
+                mode: self.config.prefetch,
+                running: false,
+                report: None,
+            },
+            generations_written: self.generations_written,
+            last_snapshot: self.last_snapshot.clone(),
+            outcome: None,
+        }
+    }
+}
+
+/// The fatal error with repeated underlying errors counted rather than repeated.
+fn condensed(fatal: &FatalError) -> String {
+    let mut runs: Vec<(&str, usize)> = Vec::new();
+    for error in &fatal.errors {
+        match runs.last_mut() {
+            Some((last, n)) if *last == error.as_str() => *n += 1,
+            _ => runs.push((error, 1)),
+        }
+    }
+    let errors: Vec<String> = runs
+        .into_iter()
+        .map(|(e, n)| {
+            if n > 1 {
+                format!("{e} (x{n})")
+            } else {
+                e.to_string()
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        fatal.reason.clone()
+    } else {
+        format!("{}: {}", fatal.reason, errors.join("; "))
+    }
+}
+
+/// Which polled fd was ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ready {
+    Signal,
+    Events,
+    Control,
+    /// The listener or the VMM's pidfd.
+    Extra,
+}

@@ -1,0 +1,266 @@
+//! One VMM being served: the engine, the VMM's liveness, prefetch, the snapshot loop, and the
+//! orderly end (the uffd is closed only once nothing can fault on it any more).
+
+use std::ops::Range;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use tracing::{error, info, warn};
+
+use super::generation::{GenerationError, NextGeneration, SnapshotSummary};
+use super::stats::{PageCounts, VmmStats};
+use super::vmm_memory::VmmMemory;
+use super::working_set;
+use uffd_engine::GuestLayout;
+use uffd_engine::{CloseWhen, Engine, MetricsSnapshot, PrefetchReport};
+use uffd_handshake::{PeerCredentials, PeerWatch};
+
+/// How long the first-fault sampler runs before giving up (a guest that never faults).
+const SAMPLE_FIRST_FAULT_FOR: Duration = Duration::from_secs(30);
+/// How long to wait for a VMM to exit once its exit is expected (killed, or its memory gone).
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// How a session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Finish {
+    /// The VMM exited: close the uffd.
+    Exited,
+    /// Kill the VMM, wait for it, close.
+    Kill,
+    /// Install every page, unregister, close; the VMM runs on.
+    Graduate,
+    /// Stop serving and leave the uffd open until the process exits (`--on-fatal exit`): the
+    /// VMM keeps its own copy, so its faulting threads stay blocked, never fed zeros.
+    Abandon,
+}
+
+/// What was known when the session ended.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) metrics: MetricsSnapshot,
+    pub(crate) pages: PageCounts,
+    pub(crate) prefetch: Option<PrefetchReport>,
+    /// Why the uffd could not be closed as planned, if so.
+    pub(crate) close_error: Option<String>,
+}
+
+/// A VMM being served.
+pub(crate) struct Session {
+    engine: Engine,
+    watch: PeerWatch,
+    peer: PeerCredentials,
+    layout: GuestLayout,
+    started: Instant,
+    first_fault: Option<Duration>,
+    prefetch: Option<JoinHandle<PrefetchReport>>,
+    next_generation: Option<NextGeneration>,
+    record_working_set: Option<PathBuf>,
+}
+
+impl Session {
+    /// Starts serving with `engine` (already running) and, if `prefetch` is given, a
+    /// background prefetch in that order.
+    pub(crate) fn new(
+        engine: Engine,
+        watch: PeerWatch,
+        peer: PeerCredentials,
+        prefetch: Option<Vec<Range<u64>>>,
+        next_generation: Option<NextGeneration>,
+        record_working_set: Option<PathBuf>,
+    ) -> Self {
+        let started = Instant::now();
+        let layout = engine.layout();
+        let prefetch = prefetch.and_then(|order| {
+            let handle = engine.prefetch(order);
+            let page = engine.page_bytes();
+            std::thread::Builder::new()
+                .name("prefetch-wait".into())
+                .spawn(move || handle.wait(page))
+                .inspect_err(|e| warn!(error = %e, "cannot wait for the prefetch; no report"))
+                .ok()
+        });
+        if watch.pidfd().is_none() && !watch.already_exited() {
+            warn!(
+                pid = peer.pid,
+                "no pidfd for the VMM: its exit is noticed only when an ioctl finds its memory gone"
+            );
+        }
+        Session {
+            engine,
+            watch,
+            peer,
+            layout,
+            started,
+            first_fault: None,
+            prefetch,
+            next_generation,
+            record_working_set,
+        }
+    }
+
+    /// The VMM's pid.
+    pub(crate) fn pid(&self) -> i32 {
+        self.peer.pid
+    }
+
+    /// The VMM's pidfd, if one could be had.
+    pub(crate) fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.watch.pidfd()
+    }
+
+    /// Whether the VMM has exited (its pidfd is readable), without waiting.
+    pub(crate) fn vmm_exited(&self) -> bool {
+        self.watch.already_exited() || self.pidfd().is_some_and(|fd| readable(fd, Duration::ZERO))
+    }
+
+    /// Notes the first demand fault served; the poll timeout that keeps sampling it.
+    pub(crate) fn sample_first_fault(&mut self) -> Option<Duration> {
+        if self.first_fault.is_some() {
+            return None;
+        }
+        let elapsed = self.started.elapsed();
+        if self.engine.metrics().latency_samples > 0 {
+            self.first_fault = Some(elapsed);
+            info!(after = ?elapsed, "first fault served");
+            return None;
+        }
+        (elapsed < SAMPLE_FIRST_FAULT_FOR).then_some(Duration::from_millis(1))
+    }
+
+    /// Time to the first fault served, if one was.
+    pub(crate) fn first_fault(&self) -> Option<Duration> {
+        self.first_fault
+    }
+
+    /// Who is served and for how long.
+    pub(crate) fn vmm_stats(&self, end: Option<String>) -> VmmStats {
+        VmmStats {
+            pid: self.peer.pid,
+            uid: self.peer.uid,
+            regions: self.layout.regions().len(),
+            page_size: self.layout.page_size().bytes(),
+            image_size: self.layout.image_size(),
+            served_s: self.started.elapsed().as_secs_f64(),
+            end,
+        }
+    }
+
+    /// The engine's counters and page states now, settled.
+    pub(crate) fn live(&self) -> (MetricsSnapshot, PageCounts) {
+        self.engine.settle();
+        (self.engine.metrics(), self.engine.tracker().counts().into())
+    }
+
+    /// Whether the prefetch is still running.
+    pub(crate) fn prefetch_running(&self) -> bool {
+        self.prefetch.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Writes the next generation (`snapshot`), if `--next-generation` was given.
+    pub(crate) fn snapshot(&mut self) -> Option<Result<SnapshotSummary, GenerationError>> {
+        let generation = self.next_generation.as_mut()?;
+        info!(dir = %generation.dir().display(), "writing the next generation");
+        let memory = VmmMemory::new(self.peer.pid, self.watch.pidfd(), self.engine.layout());
+        Some(generation.snapshot(&self.engine, &memory))
+    }
+
+    /// Ends serving as `how` says, and reports.
+    pub(crate) fn finish(self, how: Finish) -> Finished {
+        let Session {
+            engine,
+            watch,
+            prefetch,
+            record_working_set,
+            layout,
+            peer,
+            ..
+        } = self;
+        if how == Finish::Kill {
+            // The guest stops faulting at once; the engine is drained after.
+            match watch.kill() {
+                Ok(()) => info!(pid = peer.pid, "VMM killed"),
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(e) => error!(pid = peer.pid, error = %e, "cannot kill the VMM"),
+            }
+        }
+        engine.settle();
+        let metrics = engine.metrics();
+        let pages = engine.tracker().counts().into();
+        let working_set = record_working_set.map(|path| (path, engine.working_set()));
+        let pidfd = watch.pidfd().and_then(|fd| fd.try_clone_to_owned().ok());
+        let close_error = close(engine, how, pidfd, peer.pid);
+        let prefetch = prefetch.and_then(|t| t.join().ok());
+        if let Some((path, ranges)) = working_set {
+            if how == Finish::Abandon {
+                info!("not writing the working set after a fatal error");
+            } else {
+                let page = layout.page_size().bytes();
+                match working_set::write(&path, &ranges, page, layout.image_size()) {
+                    Ok(()) => {
+                        info!(path = %path.display(), ranges = ranges.len(), "working set written")
+                    }
+                    Err(e) => error!(error = %e, "cannot write the working set"),
+                }
+            }
+        }
+        drop(watch);
+        Finished {
+            metrics,
+            pages,
+            prefetch,
+            close_error,
+        }
+    }
+}
+
+/// Closes the uffd when `how` allows it; never while the VMM may still fault.
+fn close(mut engine: Engine, how: Finish, pidfd: Option<OwnedFd>, pid: i32) -> Option<String> {
+    let when = match (how, pidfd) {
+        (Finish::Abandon, _) => {
+            engine.stop();
+            // Keep our copy of the uffd open until the process exits: closing it here would
+            // change nothing for a VMM holding its own copy, but nothing may close it early.
+            std::mem::forget(engine);
+            return None;
+        }
+        (Finish::Graduate, _) => CloseWhen::Graduate,
+        (Finish::Exited | Finish::Kill, Some(pidfd)) => CloseWhen::VmmExited {
+            pidfd,
+            timeout: EXIT_WAIT,
+        },
+        // No pidfd: we only get here once an ioctl found the VMM's memory gone.
+        (Finish::Exited, None) => CloseWhen::OwnerGuarantees,
+        (Finish::Kill, None) => {
+            engine.stop();
+            std::mem::forget(engine);
+            return Some(format!(
+                "no pidfd to kill the VMM (pid {pid}) with; the uffd stays open until exit"
+            ));
+        }
+    };
+    engine.close(when).err().map(|e| {
+        error!(error = %e, "closing the userfaultfd");
+        e.to_string()
+    })
+}
+
+fn readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
+        let left = deadline.saturating_duration_since(Instant::now());
+        let left = Timespec::try_from(left).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        match poll(&mut fds, Some(&left)) {
+            Ok(n) if n > 0 => return true,
+            Err(rustix::io::Errno::INTR) => continue,
+            _ if Instant::now() < deadline => continue,
+            _ => return false,
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! A snapshot source that fails for good (the `test-hooks` flag `--fail-source-after N`):
+//! after the engine's bounded retries the daemon kills the VMM (`--on-fatal kill`, exit code
+//! 3 with the reason) rather than leave it hanging on a dead handler or feed it zeros; with
+//! `--on-fatal exit` it leaves the VMM blocked (never fed zeros) to its owner.
+#![cfg(feature = "test-hooks")]
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::{
+    Daemon, MIB, Model, PAGE, TIMEOUT, TestDir, assert_hashes, exit_code, model_image, peer,
+};
+use test_vmm::{Touch, VmmError};
+
+const SEED: u64 = 0xfa11;
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn start(test: &str, on_fatal: &str) -> (TestDir, Daemon, Model) {
+    let dir = TestDir::new(test);
+    let memory = dir.join("memory");
+    let model = model_image(SEED, 4 * MIB, PAGE);
+    std::fs::write(&memory, &model.bytes).expect("write the memory file");
+    let daemon = Daemon::start(
+        &dir,
+        &[
+            "--memory-file",
+            path(&memory),
+            "--fail-source-after",
+            "64",
+            "--on-fatal",
+            on_fatal,
+        ],
+    );
+    (dir, daemon, model)
+}
+
+#[test]
+fn a_failing_source_gets_the_vmm_killed() {
+    let (_dir, daemon, model) = start("fatal-kill", "kill");
+    let vmm = peer(&daemon, vec![2 * MIB, 2 * MIB], false);
+    // Within the budget: served right.
+    let hashes = vmm.hash(0, 16 * PAGE).unwrap();
+    assert_hashes(&hashes, &model, 0, 16 * PAGE);
+    // Beyond it every read fails: the touch never completes, the VMM is killed.
+    let touched = vmm.touch(Touch::read(0, 4 * MIB, 2));
+    assert!(
+        matches!(touched, Err(VmmError::Exited { .. })),
+        "the touch completed on a failing source: {touched:?}"
+    );
+    assert_eq!(vmm.wait().unwrap().signal(), Some(libc::SIGKILL));
+    let (status, stderr) = daemon.wait(TIMEOUT);
+    assert_eq!(exit_code(status, &stderr), 3, "{stderr}");
+    for needle in [
+        "fatal engine error",
+        "injected storage failure",
+        "was killed (--on-fatal kill)",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "{needle:?} missing from:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn on_fatal_exit_leaves_the_vmm_blocked_never_fed_zeros() {
+    let (_dir, daemon, model) = start("fatal-exit", "exit");
+    let vmm = peer(&daemon, vec![2 * MIB, 2 * MIB], false);
+    let hashes = vmm.hash(0, 16 * PAGE).unwrap();
+    assert_hashes(&hashes, &model, 0, 16 * PAGE);
+    let touch = vmm.start_touch(Touch::read(0, 4 * MIB, 2)).unwrap();
+    let (status, stderr) = daemon.wait(TIMEOUT);
+    assert_eq!(exit_code(status, &stderr), 3, "{stderr}");
+    assert!(
+        stderr.contains("left running (--on-fatal exit)"),
+        "{stderr}"
+    );
+    // The handler is gone; the VMM holds its own copy of the uffd, so its faulting threads
+    // wait (a bounded check of something that must not happen).
+    let waited = touch.wait_timeout(Duration::from_millis(500));
+    assert!(
+        matches!(waited, Err(VmmError::Timeout { .. })),
+        "the touch finished without a handler: {waited:?}"
+    );
+    // Pages past those served are still absent: no zero page was put in their place.
+    let present = vmm
+        .pagemap(0, 4 * MIB)
+        .unwrap()
+        .iter()
+        .filter(|f| f.present())
+        .count() as u64;
+    assert!(present < 4 * MIB / PAGE, "{present} pages present");
+    vmm.kill().unwrap();
+    assert_eq!(vmm.wait().unwrap().signal(), Some(libc::SIGKILL));
+}
