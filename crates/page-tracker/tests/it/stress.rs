@@ -3,7 +3,7 @@
 //! write, no two claims ever held one page, and every claim was released.
 //!
 //! Runs ~1.5 s in all; `PAGE_TRACKER_STRESS_SECS` sets the duration, `UFFD_SOAK` makes it
-//! 30 s.
+//! 30 s, and `PAGE_TRACKER_STRESS_SEED` replays the seed a failed run printed.
 
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
@@ -36,6 +36,26 @@ fn duration() -> Duration {
             1.5
         });
     Duration::from_secs_f64(secs)
+}
+
+/// The environment variable that fixes the first round's seed (hex with `0x`, or decimal).
+const SEED_ENV: &str = "PAGE_TRACKER_STRESS_SEED";
+
+/// The first round's seed: [`SEED_ENV`] if set, else the clock. The thread schedule is not
+/// replayed, so a seed only brings back the same operations, not the same interleaving.
+fn seed() -> u64 {
+    match std::env::var(SEED_ENV) {
+        Ok(text) => {
+            let parsed = match text.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => text.parse(),
+            };
+            parsed.unwrap_or_else(|e| panic!("{SEED_ENV}={text}: {e}"))
+        }
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    }
 }
 
 /// xorshift64*: a dependency-free per-thread generator.
@@ -135,14 +155,20 @@ impl Shared {
                         .unwrap();
                 }
                 _ => {
+                    // The flag first, then the state. A flag seen set was stored after a
+                    // state other than `Missing` was written to this page's word (by the
+                    // thread that stored it, in program order); the SeqCst load synchronises
+                    // with that store, so the state load below must return that write or a
+                    // later one of the same word, and no transition leads back to `Missing`.
+                    // Read the other way round, an install and its flag could both land
+                    // between the two loads: an old `Missing` beside a new flag, which is no
+                    // regression.
+                    let was_installed = self.left_missing[page as usize].load(SeqCst);
                     let state = t.state(page).unwrap();
                     if state != PageState::Missing {
                         self.left_missing[page as usize].store(true, SeqCst);
                     } else {
-                        assert!(
-                            !self.left_missing[page as usize].load(SeqCst),
-                            "page {page} back to Missing"
-                        );
+                        assert!(!was_installed, "page {page} back to Missing");
                     }
                 }
             }
@@ -213,11 +239,8 @@ fn racing_threads_leave_every_page_consistent() {
     // races are over, so start again with every page `Missing`.
     let total = duration() * 2 / 3;
     let began = std::time::Instant::now();
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        | 1;
-    eprintln!("stress seed {seed:#x}, {total:?}");
+    let mut seed = seed() | 1;
+    eprintln!("stress seed {seed:#x} ({SEED_ENV}={seed:#x} replays it), {total:?}");
     let (mut rounds, mut ops, mut installs, mut refused) = (0, 0, 0, 0);
     while rounds == 0 || began.elapsed() < total {
         let shared = round(seed, Duration::from_millis(10));
