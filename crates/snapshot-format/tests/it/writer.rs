@@ -2,20 +2,18 @@
 //! proptest that what is written reads back byte for byte.
 #![allow(clippy::single_range_in_vec_init)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::fs;
 use std::io;
 
-use common::{TempDir, build};
 use proptest::prelude::*;
 use snapshot_format::{
     Error, Header, InvalidHeader, LayeredSource, MAX_SIZE, MemoryImage, snapshot_dir, write_diff,
     write_generation_zero,
 };
+use test_support::{HUGE, PAGE, TestDir};
 
-const PAGE: u64 = 4096;
+use crate::common::{block_mask, build};
 
 fn page(n: u64) -> std::ops::Range<usize> {
     (n * PAGE) as usize..((n + 1) * PAGE) as usize
@@ -58,7 +56,6 @@ fn generation_zero_stores_only_non_zero_blocks() {
 fn generation_zero_handles_blocks_larger_than_its_buffer() {
     // 2 MiB blocks are scanned in 1 MiB pieces: a non-zero byte in the second piece must still
     // store the whole block, leading zeros included.
-    const HUGE: u64 = 2 << 20;
     let mut memory = vec![0u8; 3 * HUGE as usize];
     memory[(HUGE + (3 << 19)) as usize] = 0xAB;
     let mut data = Vec::new();
@@ -70,8 +67,8 @@ fn generation_zero_handles_blocks_larger_than_its_buffer() {
 
 #[test]
 fn writers_read_from_files_too() {
-    let dir = TempDir::new("writer-file");
-    let path = dir.0.join("mem");
+    let dir = TestDir::new("writer-file");
+    let path = dir.join("mem");
     let mut memory = vec![0u8; 4 * PAGE as usize];
     memory[page(3)].fill(9);
     fs::write(&path, &memory).unwrap();
@@ -206,7 +203,7 @@ proptest! {
         }
         let mut data = Vec::new();
         let g1 = write_diff(&next[..], &g0, build(2), &dirty, &empty, &mut data).unwrap();
-        let dirty_blocks = common::block_mask(blocks as u64, &dirty).iter().filter(|&&d| d).count();
+        let dirty_blocks = block_mask(blocks as u64, &dirty).iter().filter(|&&d| d).count();
         prop_assert_eq!(data.len(), dirty_blocks * B as usize);
         files.insert(build(2), data);
         prop_assert_eq!(render(&g1, &files), next);
@@ -215,15 +212,15 @@ proptest! {
 
 #[test]
 fn written_generations_serve_through_the_layered_source() {
-    let dir = TempDir::new("writer-source");
+    let dir = TestDir::new("writer-source");
     let mut memory = vec![0u8; 8 * PAGE as usize];
     memory[page(2)].fill(2);
     memory[page(5)].fill(5);
-    let mut f = fs::File::create(snapshot_dir::data_path(&dir.0, build(1))).unwrap();
+    let mut f = fs::File::create(snapshot_dir::data_path(dir.path(), build(1))).unwrap();
     let g0 = write_generation_zero(&memory[..], PAGE, build(1), &mut f).unwrap();
     memory[page(2)].fill(0);
     memory[page(7)].fill(7);
-    let mut f = fs::File::create(snapshot_dir::data_path(&dir.0, build(2))).unwrap();
+    let mut f = fs::File::create(snapshot_dir::data_path(dir.path(), build(2))).unwrap();
     let g1 = write_diff(
         &memory[..],
         &g0,
@@ -234,7 +231,7 @@ fn written_generations_serve_through_the_layered_source() {
     )
     .unwrap();
     drop(f);
-    let source = LayeredSource::open(g1, &snapshot_dir::data_files(&dir.0).unwrap()).unwrap();
+    let source = LayeredSource::open(g1, &snapshot_dir::data_files(dir.path()).unwrap()).unwrap();
     let mut all = vec![0xEEu8; memory.len()];
     source.read_into(0, &mut all).unwrap();
     assert_eq!(all, memory);

@@ -2,16 +2,16 @@
 //! failures 34 and 36, and proptests against the naive per-block model.
 #![allow(clippy::single_range_in_vec_init, clippy::reversed_empty_ranges)]
 
-mod common;
-
-use common::{BLOCK, arb_header, arb_page_set, block_mask, blocks_of, blocks_of_entries, build};
 use proptest::prelude::*;
 use snapshot_format::{
     Diff, Error, Header, InvalidHeader, Location, Mapping, Metadata, merge, normalise,
 };
+use test_support::PAGE;
 use uuid::Uuid;
 
-const PAGE: u64 = 4096;
+use crate::common::{
+    BLOCK, BlockSource, arb_header, arb_page_set, block_mask, blocks_of, blocks_of_entries, build,
+};
 
 fn header(size: u64, entries: Vec<Mapping>) -> Header {
     Header::new(Metadata::generation_zero(build(1), PAGE, size), entries).unwrap()
@@ -245,11 +245,11 @@ fn kf36_freed_pages_become_zero_entries_and_dirty_wins_over_empty() {
 /// Per-block model of one pause: dirty blocks -> new build at packed storage (rank among dirty
 /// blocks), empty-not-dirty -> zero, others keep the parent's source.
 fn model_next(
-    parent: &[common::BlockSource],
+    parent: &[BlockSource],
     new: Uuid,
     dirty: &[bool],
     empty: &[bool],
-) -> Vec<common::BlockSource> {
+) -> Vec<BlockSource> {
     let mut rank = 0;
     parent
         .iter()

@@ -1,12 +1,11 @@
 //! E2B interop codec: headers written byte by byte from the layout description, every bad-input
 //! path, round trips and a fuzz-style proptest over arbitrary bytes.
 
-mod common;
-
-use common::arb_header;
 use proptest::prelude::*;
 use snapshot_format::{Error, Header, HeaderFormat, InvalidHeader, Mapping, Metadata};
 use uuid::Uuid;
+
+use crate::common::arb_header;
 
 /// One 40-byte entry: u64 offset, u64 length, 16-byte build UUID, u64 storage offset.
 type RawEntry = (u64, u64, [u8; 16], u64);

@@ -1,14 +1,13 @@
 //! The serde JSON view: round trips, and validation on the way in.
 
-mod common;
-
-use common::arb_header;
 use proptest::prelude::*;
 use snapshot_format::Header;
 
+use crate::common::{arb_header, build};
+
 #[test]
 fn json_shape_is_readable() {
-    let h = Header::full_image(common::build(1), 4096, 8192).unwrap();
+    let h = Header::full_image(build(1), 4096, 8192).unwrap();
     let json = serde_json::to_value(&h).unwrap();
     assert_eq!(json["metadata"]["block_size"], 4096);
     assert_eq!(
@@ -21,7 +20,7 @@ fn json_shape_is_readable() {
 
 #[test]
 fn json_input_is_validated() {
-    let h = Header::full_image(common::build(1), 4096, 8192).unwrap();
+    let h = Header::full_image(build(1), 4096, 8192).unwrap();
     let mut json = serde_json::to_value(&h).unwrap();
     json["entries"][0]["length"] = 4096.into();
     let err = serde_json::from_value::<Header>(json).unwrap_err();

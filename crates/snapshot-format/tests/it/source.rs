@@ -2,17 +2,15 @@
 //! open-time errors for missing builds and short files.
 #![allow(clippy::single_range_in_vec_init)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::fs;
 
-use common::{TempDir, build};
 use snapshot_format::{
     Chunk, Error, Header, HeaderFormat, LayeredSource, Mapping, Metadata, Segment, snapshot_dir,
 };
+use test_support::{PAGE, TestDir};
 
-const PAGE: u64 = 4096;
+use crate::common::build;
 
 /// build 1's file: pages filled 0x10, 0x11, ...; build 2's: 0x20, 0x21, ...
 fn write_files(
@@ -47,8 +45,8 @@ fn header() -> Header {
 
 #[test]
 fn chunks_and_bytes_come_from_the_right_file() {
-    let dir = TempDir::new("source");
-    let source = LayeredSource::open(header(), &write_files(&dir.0, 3, 2)).unwrap();
+    let dir = TestDir::new("source");
+    let source = LayeredSource::open(header(), &write_files(dir.path(), 3, 2)).unwrap();
 
     assert_eq!(
         source.chunk(0, PAGE).unwrap(),
@@ -93,8 +91,8 @@ fn chunks_and_bytes_come_from_the_right_file() {
 
 #[test]
 fn segments_are_views_of_the_mapping_not_copies() {
-    let dir = TempDir::new("zerocopy");
-    let source = LayeredSource::open(header(), &write_files(&dir.0, 3, 2)).unwrap();
+    let dir = TestDir::new("zerocopy");
+    let source = LayeredSource::open(header(), &write_files(dir.path(), 3, 2)).unwrap();
     let Chunk::Data(slice) = source.chunk(3 * PAGE, PAGE).unwrap() else {
         panic!("expected data")
     };
@@ -112,8 +110,8 @@ fn segments_are_views_of_the_mapping_not_copies() {
 
 #[test]
 fn open_rejects_a_missing_build_file() {
-    let dir = TempDir::new("missing");
-    let mut files = write_files(&dir.0, 3, 2);
+    let dir = TestDir::new("missing");
+    let mut files = write_files(dir.path(), 3, 2);
     files.remove(&build(2));
     match LayeredSource::open(header(), &files) {
         Err(Error::MissingBuildFile { build: b }) => assert_eq!(b, build(2)),
@@ -123,9 +121,9 @@ fn open_rejects_a_missing_build_file() {
 
 #[test]
 fn open_rejects_a_short_data_file() {
-    let dir = TempDir::new("short");
+    let dir = TestDir::new("short");
     // build 1 needs pages up to 3 (storage PAGE + 2 pages); give it 2.
-    let files = write_files(&dir.0, 2, 2);
+    let files = write_files(dir.path(), 2, 2);
     match LayeredSource::open(header(), &files) {
         Err(Error::DataFileTooShort {
             build: b,
@@ -155,9 +153,9 @@ fn open_rejects_a_short_data_file() {
 
 #[test]
 fn open_reports_an_unreadable_path() {
-    let dir = TempDir::new("unreadable");
-    let mut files = write_files(&dir.0, 3, 2);
-    files.insert(build(1), dir.0.join("does-not-exist"));
+    let dir = TestDir::new("unreadable");
+    let mut files = write_files(dir.path(), 3, 2);
+    files.insert(build(1), dir.join("does-not-exist"));
     assert!(matches!(
         LayeredSource::open(header(), &files),
         Err(Error::Io { .. })
@@ -166,8 +164,8 @@ fn open_reports_an_unreadable_path() {
 
 #[test]
 fn a_plain_memory_file_is_a_source() {
-    let dir = TempDir::new("memfile");
-    let path = dir.0.join("mem");
+    let dir = TestDir::new("memfile");
+    let path = dir.join("mem");
     let bytes: Vec<u8> = (0..4 * PAGE).map(|i| (i / PAGE) as u8 + 1).collect();
     fs::write(&path, &bytes).unwrap();
     let source = LayeredSource::open_memory_file(&path, PAGE).unwrap();
@@ -187,31 +185,32 @@ fn a_plain_memory_file_is_a_source() {
 
 #[test]
 fn a_snapshot_directory_opens_in_both_header_formats() {
-    let dir = TempDir::new("dir");
-    write_files(&dir.0, 3, 2);
+    let dir = TestDir::new("dir");
+    write_files(dir.path(), 3, 2);
     for format in [HeaderFormat::Native, HeaderFormat::E2b] {
-        snapshot_dir::write_header(&snapshot_dir::header_path(&dir.0), &header(), format).unwrap();
-        let source = LayeredSource::open_dir(&dir.0).unwrap();
+        snapshot_dir::write_header(&snapshot_dir::header_path(dir.path()), &header(), format)
+            .unwrap();
+        let source = LayeredSource::open_dir(dir.path()).unwrap();
         assert_eq!(source.header(), &header());
         assert_eq!(
             source.data_path(build(1)),
-            Some(snapshot_dir::data_path(&dir.0, build(1)).as_path())
+            Some(snapshot_dir::data_path(dir.path(), build(1)).as_path())
         );
     }
     // Unrelated files in the directory are ignored; a missing header is an I/O error.
-    fs::write(dir.0.join("notes.txt"), b"hi").unwrap();
-    LayeredSource::open_dir(&dir.0).unwrap();
-    fs::remove_file(snapshot_dir::header_path(&dir.0)).unwrap();
+    fs::write(dir.join("notes.txt"), b"hi").unwrap();
+    LayeredSource::open_dir(dir.path()).unwrap();
+    fs::remove_file(snapshot_dir::header_path(dir.path())).unwrap();
     assert!(matches!(
-        LayeredSource::open_dir(&dir.0),
+        LayeredSource::open_dir(dir.path()),
         Err(Error::Io { .. })
     ));
 }
 
 #[test]
 fn a_corrupt_header_file_is_a_typed_error() {
-    let dir = TempDir::new("corrupt");
-    let path = snapshot_dir::header_path(&dir.0);
+    let dir = TestDir::new("corrupt");
+    let path = snapshot_dir::header_path(dir.path());
     let mut bytes = header().encode_native();
     bytes[100] ^= 1;
     fs::write(&path, &bytes).unwrap();

@@ -1,6 +1,5 @@
 //! Helpers shared by the integration tests: strategies for valid headers and page sets, and a
 //! naive per-block model of where each block's bytes come from.
-#![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::ops::Range;
 
@@ -9,24 +8,24 @@ use snapshot_format::{Header, Mapping, Metadata};
 use uuid::Uuid;
 
 /// Small block size keeps generated images tiny.
-pub const BLOCK: u64 = 512;
+pub(crate) const BLOCK: u64 = 512;
 
 /// Fixed, recognisable build ids.
-pub fn build(n: u8) -> Uuid {
+pub(crate) fn build(n: u8) -> Uuid {
     Uuid::from_bytes([n; 16])
 }
 
 /// Where one block's bytes come from: nil build = zero (storage then 0).
-pub type BlockSource = (Uuid, u64);
+pub(crate) type BlockSource = (Uuid, u64);
 
 /// The naive model: resolves every block of `header` one by one through its entries (a linear
 /// scan, independent of the crate's binary search).
-pub fn blocks_of(header: &Header) -> Vec<BlockSource> {
+pub(crate) fn blocks_of(header: &Header) -> Vec<BlockSource> {
     blocks_of_entries(header.block_size(), header.size(), header.entries())
 }
 
 /// [`blocks_of`] over raw entries covering `[0, size)`.
-pub fn blocks_of_entries(block: u64, size: u64, entries: &[Mapping]) -> Vec<BlockSource> {
+pub(crate) fn blocks_of_entries(block: u64, size: u64, entries: &[Mapping]) -> Vec<BlockSource> {
     (0..size / block)
         .map(|b| {
             let offset = b * block;
@@ -45,7 +44,7 @@ pub fn blocks_of_entries(block: u64, size: u64, entries: &[Mapping]) -> Vec<Bloc
 
 /// A valid header over `blocks` blocks of [`BLOCK`] bytes: random runs, each zero or one of
 /// builds 1..=3 at a random block-aligned storage offset.
-pub fn arb_header() -> impl Strategy<Value = Header> {
+pub(crate) fn arb_header() -> impl Strategy<Value = Header> {
     (1u64..48).prop_flat_map(|blocks| {
         prop::collection::vec((1u64..6, 0u8..4, 0u64..64), 1..24).prop_map(move |runs| {
             let mut entries = Vec::new();
@@ -79,7 +78,7 @@ pub fn arb_header() -> impl Strategy<Value = Header> {
 }
 
 /// Random block ranges (as byte ranges) inside `blocks` blocks: unsorted, may overlap or be empty.
-pub fn arb_page_set(blocks: u64) -> impl Strategy<Value = Vec<Range<u64>>> {
+pub(crate) fn arb_page_set(blocks: u64) -> impl Strategy<Value = Vec<Range<u64>>> {
     prop::collection::vec((0..=blocks, 0u64..6), 0..8).prop_map(move |v| {
         v.into_iter()
             .map(|(start, len)| start * BLOCK..(start + len).min(blocks) * BLOCK)
@@ -89,7 +88,7 @@ pub fn arb_page_set(blocks: u64) -> impl Strategy<Value = Vec<Range<u64>>> {
 }
 
 /// Expands byte ranges into a per-block membership vector.
-pub fn block_mask(blocks: u64, set: &[Range<u64>]) -> Vec<bool> {
+pub(crate) fn block_mask(blocks: u64, set: &[Range<u64>]) -> Vec<bool> {
     let mut mask = vec![false; blocks as usize];
     for r in set {
         for b in r.start / BLOCK..r.end / BLOCK {
@@ -97,21 +96,4 @@ pub fn block_mask(blocks: u64, set: &[Range<u64>]) -> Vec<bool> {
         }
     }
     mask
-}
-
-/// A unique, empty temporary directory (removed by the guard's drop).
-pub struct TempDir(pub std::path::PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("snapshot-format-{tag}-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

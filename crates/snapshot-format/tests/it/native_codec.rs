@@ -1,13 +1,12 @@
 //! Native codec: layout, every bad-input path (allocation bombs included), round trips and
 //! fuzz-style proptests.
 
-mod common;
-
-use common::{arb_header, build};
 use proptest::prelude::*;
 use snapshot_format::{
     Error, Header, HeaderFormat, InvalidHeader, MAX_ENTRIES, Mapping, Metadata, NATIVE_MAGIC,
 };
+
+use crate::common::{arb_header, build};
 
 fn sample() -> Header {
     let meta = Metadata {

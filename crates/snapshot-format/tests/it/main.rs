@@ -1,0 +1,11 @@
+//! The integration tests of snapshot-format, in one test binary: both header codecs and the
+//! JSON form, the header operations against a naive per-block model, the layered source over
+//! real files, and the writers. Helpers shared by several modules live in `common`.
+
+mod common;
+mod e2b_codec;
+mod json;
+mod native_codec;
+mod ops;
+mod source;
+mod writer;
