@@ -158,7 +158,7 @@ impl VmmProcess {
         .wait()
     }
 
-    /// Closes the peer's end of the handshake socket (the handler sees POLLHUP).
+    /// Closes the test VMM's end of the handshake socket (the handler sees POLLHUP).
     pub fn close_socket(&self) -> Result<(), VmmError> {
         self.start_as(Command::CloseSocket, "close_socket", |r| match r {
             Reply::SocketClosed => Some(()),
@@ -167,7 +167,7 @@ impl VmmProcess {
         .wait()
     }
 
-    /// Asks the peer to exit and waits for it.
+    /// Asks the test VMM to exit and waits for it.
     pub fn exit(&self) -> Result<ExitStatus, VmmError> {
         self.start_as(Command::Exit, "exit", |r| match r {
             Reply::Exiting => Some(()),

@@ -75,7 +75,7 @@ impl VmmConfig {
         }
     }
 
-    /// The peer's command line.
+    /// The test VMM's command line.
     pub fn args(&self) -> VmmArgs {
         VmmArgs {
             socket: self.socket.clone(),

@@ -1,10 +1,10 @@
 //! The control protocol between a driver and the `test-vmm` binary: JSON lines over the
-//! peer's stdin (requests) and stdout (one startup line, then responses); stderr carries logs.
+//! test VMM's stdin (requests) and stdout (one startup line, then responses); stderr carries logs.
 //!
-//! Every request carries an `id` its response repeats. The peer runs each request on its own
+//! Every request carries an `id` its response repeats. The test VMM runs each request on its own
 //! thread, so several may be in flight (a touch blocked on a fault while the driver sends a
 //! madvise) and responses can come back in any order. Every address is an **image offset**:
-//! the peer maps it to the address in the region that holds it, and splits ranges that span
+//! the test VMM maps it to the address in the region that holds it, and splits ranges that span
 //! regions.
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// whatever the guest's page size.
 pub const BLOCK: u64 = 4096;
 
-/// The largest [`Command::Read`] or hex [`WriteData`] the peer accepts, in bytes.
+/// The largest [`Command::Read`] or hex [`WriteData`] the test VMM accepts, in bytes.
 pub const MAX_INLINE_BYTES: u64 = 1 << 20;
 
 /// One request line.
@@ -26,7 +26,7 @@ pub struct Request {
     pub command: Command,
 }
 
-/// What the peer is asked to do.
+/// What the test VMM is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
@@ -53,7 +53,7 @@ pub enum Command {
         /// Bytes.
         len: u64,
     },
-    /// Runs the KVM guest program (the peer must have been started with KVM vCPUs) on
+    /// Runs the KVM guest program (the test VMM must have been started with KVM vCPUs) on
     /// `vcpus` vCPUs, each on a contiguous chunk of the range: with `write`, each 4 KiB block's
     /// first little-endian `u32` becomes [`crate::kvm_word`]`(seed, block offset)`; then
     /// every block is summed by the guest ([`crate::kvm_block_sum`]). Offset and length
@@ -63,7 +63,7 @@ pub enum Command {
         offset: u64,
         /// Bytes.
         len: u64,
-        /// vCPUs to use (0 is taken as 1), at most as many as the peer has.
+        /// vCPUs to use (0 is taken as 1), at most as many as the test VMM has.
         vcpus: u32,
         /// The seed of the words to write first, if any.
         write: Option<u32>,
@@ -98,7 +98,7 @@ pub enum Command {
         /// Bytes.
         len: u64,
     },
-    /// Closes the handshake socket (the handler sees POLLHUP) while the peer lives on.
+    /// Closes the handshake socket (the handler sees POLLHUP) while the test VMM lives on.
     CloseSocket,
     /// Answers, then exits with status 0 (in-flight requests die with the process).
     Exit,
@@ -223,7 +223,7 @@ pub enum Reply {
     Pagemap(Vec<PageFlags>),
     /// [`Command::CloseSocket`] done (also when it was already closed).
     SocketClosed,
-    /// [`Command::Exit`]: the peer exits right after this line.
+    /// [`Command::Exit`]: the test VMM exits right after this line.
     Exiting,
 }
 
@@ -288,7 +288,7 @@ impl PageFlags {
     }
 }
 
-/// Why the peer could not do what was asked (a typed answer, never a crash).
+/// Why the test VMM could not do what was asked (a typed answer, never a crash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{kind:?}: {message}")]
 pub struct RemoteError {
@@ -326,13 +326,13 @@ impl RemoteError {
     }
 }
 
-/// The first line the peer prints: how startup went.
+/// The first line the test VMM prints: how startup went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Startup {
     /// The handshake was sent; requests are accepted from now on.
     Ready(ReadyInfo),
-    /// Startup failed at `stage`; the peer exits with status 2.
+    /// Startup failed at `stage`; the test VMM exits with status 2.
     Failed {
         /// `args`, `mmap`, `uffd`, `register`, `kvm`, `connect` or `send`.
         stage: String,
@@ -341,16 +341,16 @@ pub enum Startup {
     },
 }
 
-/// What a ready peer reports about itself.
+/// What a ready test VMM reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadyInfo {
-    /// The peer's process id.
+    /// The test VMM's process id.
     pub pid: u32,
     /// The regions, as sent to the handler (with page size whatever the payload version).
     pub regions: Vec<crate::HandshakeRegion>,
     /// The exact JSON sent.
     pub handshake: String,
-    /// The peer's own copy of the uffd (its fd number in the peer).
+    /// The test VMM's own copy of the uffd (its fd number in the test VMM).
     pub uffd_fd: i32,
     /// vCPUs of the KVM guest (0: no KVM guest).
     #[serde(default)]

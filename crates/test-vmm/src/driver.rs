@@ -19,16 +19,16 @@ use uffd_core::PageSize;
 use crate::control::{Command, ReadyInfo, RemoteError, Reply, Request, Response, Startup};
 use crate::{HandshakeRegion, Pending, VmmConfig, VmmError};
 
-/// Lines of the peer's stderr kept for error messages.
+/// Lines of the test VMM's stderr kept for error messages.
 const STDERR_TAIL: usize = 64;
 
-/// One request's answer as the peer sent it.
+/// One request's answer as the test VMM sent it.
 pub(super) type Answer = Result<Reply, RemoteError>;
 
 /// What the reader thread shares with the driver.
 #[derive(Default)]
 struct Shared {
-    /// Waiters by request id; `None` once the peer's stdout closed (it exited).
+    /// Waiters by request id; `None` once the test VMM's stdout closed (it exited).
     pending: Mutex<Option<HashMap<u64, Sender<Answer>>>>,
     stderr: Mutex<VecDeque<String>>,
 }
@@ -68,7 +68,7 @@ impl std::fmt::Debug for VmmProcess {
 }
 
 impl VmmProcess {
-    /// Starts the peer and waits (at most the request timeout) until it reports that it sent
+    /// Starts the test VMM and waits (at most the request timeout) until it reports that it sent
     /// the handshake, or why it could not.
     pub fn spawn(config: VmmConfig) -> Result<VmmProcess, VmmError> {
         let args = config.args();
@@ -105,13 +105,13 @@ impl VmmProcess {
         let (startup_tx, startup_rx) = crossbeam_channel::bounded(1);
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        let spawned = spawn_thread("peer-stdout", {
+        let spawned = spawn_thread("vmm-stdout", {
             let shared = Arc::clone(&shared);
             move || read_stdout(BufReader::new(stdout), &shared, startup_tx)
         })
         .and_then(|reader| {
             let shared = Arc::clone(&shared);
-            let logger = spawn_thread("peer-stderr", move || {
+            let logger = spawn_thread("vmm-stderr", move || {
                 read_stderr(BufReader::new(stderr), &shared, pid)
             })?;
             Ok(vec![reader, logger])
@@ -124,7 +124,7 @@ impl VmmProcess {
                 return Err(e);
             }
         };
-        let mut peer = VmmProcess {
+        let mut vmm = VmmProcess {
             stdin: Mutex::new(child.stdin.take()),
             child: Mutex::new(child),
             pidfd,
@@ -143,40 +143,40 @@ impl VmmProcess {
         };
         match startup_rx.recv_timeout(config.request_timeout) {
             Ok(Startup::Ready(info)) => {
-                peer.info = info;
-                Ok(peer)
+                vmm.info = info;
+                Ok(vmm)
             }
             Ok(Startup::Failed { stage, message }) => {
-                let _ = peer.wait();
+                let _ = vmm.wait();
                 Err(VmmError::Startup {
                     stage,
                     message,
-                    stderr: peer.finish_stderr(),
+                    stderr: vmm.finish_stderr(),
                 })
             }
             Err(RecvTimeoutError::Timeout) => {
-                let _ = peer.kill();
+                let _ = vmm.kill();
                 Err(VmmError::Timeout {
                     request: "startup".into(),
                     after: config.request_timeout,
                 })
             }
             Err(RecvTimeoutError::Disconnected) => {
-                let status = peer.wait().ok();
+                let status = vmm.wait().ok();
                 Err(VmmError::Exited {
                     status,
-                    stderr: peer.finish_stderr(),
+                    stderr: vmm.finish_stderr(),
                 })
             }
         }
     }
 
-    /// The peer's process id.
+    /// The test VMM's process id.
     pub fn pid(&self) -> u32 {
         self.info.pid
     }
 
-    /// What the peer reported when ready: its regions and the handshake it sent.
+    /// What the test VMM reported when ready: its regions and the handshake it sent.
     pub fn info(&self) -> &ReadyInfo {
         &self.info
     }
@@ -201,17 +201,17 @@ impl VmmProcess {
         self.timeout
     }
 
-    /// Whether the peer's output has ended (it exited): no answer will come any more.
+    /// Whether the test VMM's output has ended (it exited): no answer will come any more.
     pub(super) fn output_ended(&self) -> bool {
         self.shared.pending.lock().is_none()
     }
 
-    /// The last lines the peer wrote to stderr.
+    /// The last lines the test VMM wrote to stderr.
     pub fn stderr_tail(&self) -> String {
         self.shared.stderr_tail()
     }
 
-    /// Sends SIGKILL (a no-op once the peer is gone).
+    /// Sends SIGKILL (a no-op once the test VMM is gone).
     pub fn kill(&self) -> Result<(), VmmError> {
         match rustix::process::pidfd_send_signal(&self.pidfd, Signal::KILL) {
             Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
@@ -219,17 +219,17 @@ impl VmmProcess {
         }
     }
 
-    /// The exit status if the peer has exited (reaping it), without waiting.
+    /// The exit status if the test VMM has exited (reaping it), without waiting.
     pub fn try_wait(&self) -> Result<Option<ExitStatus>, VmmError> {
         self.child.lock().try_wait().map_err(VmmError::Io)
     }
 
-    /// Waits (at most the request timeout) for the peer to exit.
+    /// Waits (at most the request timeout) for the test VMM to exit.
     pub fn wait(&self) -> Result<ExitStatus, VmmError> {
         self.wait_timeout(self.timeout)
     }
 
-    /// Waits at most `timeout` for the peer to exit.
+    /// Waits at most `timeout` for the test VMM to exit.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<ExitStatus, VmmError> {
         let timespec = Timespec::try_from(timeout).unwrap_or(Timespec {
             tv_sec: i64::MAX,
@@ -288,7 +288,7 @@ impl VmmProcess {
         }
     }
 
-    /// The error for a peer whose output ended: its exit status once it is reaped.
+    /// The error for a test VMM whose output ended: its exit status once it is reaped.
     pub(super) fn exited_error(&self) -> VmmError {
         let status = self.wait().ok();
         VmmError::Exited {
@@ -297,7 +297,7 @@ impl VmmProcess {
         }
     }
 
-    /// After the peer exited: every line of its stderr.
+    /// After the test VMM exited: every line of its stderr.
     fn finish_stderr(&mut self) -> String {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -329,8 +329,8 @@ fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHan
         .map_err(VmmError::Io)
 }
 
-/// The peer's stdout: the startup line, then responses routed to their waiters. At the end
-/// (the peer exited), every waiter is released.
+/// The test VMM's stdout: the startup line, then responses routed to their waiters. At the end
+/// (the test VMM exited), every waiter is released.
 fn read_stdout(stdout: impl BufRead, shared: &Shared, startup: Sender<Startup>) {
     let mut lines = stdout.lines();
     if let Some(Ok(line)) = lines.next() {
@@ -363,7 +363,7 @@ fn read_stdout(stdout: impl BufRead, shared: &Shared, startup: Sender<Startup>) 
     shared.pending.lock().take();
 }
 
-/// The peer's stderr: echoed (prefixed with its pid) and the last lines kept.
+/// The test VMM's stderr: echoed (prefixed with its pid) and the last lines kept.
 fn read_stderr(stderr: impl BufRead, shared: &Shared, pid: u32) {
     for line in stderr.lines() {
         let Ok(line) = line else { break };

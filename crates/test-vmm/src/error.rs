@@ -1,4 +1,4 @@
-//! What can go wrong when driving a peer.
+//! What can go wrong when driving a test VMM.
 
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -10,7 +10,7 @@ use crate::RemoteError;
 #[derive(Debug, thiserror::Error)]
 pub enum VmmError {
     /// The configuration is invalid (checked before spawning).
-    #[error("bad peer configuration: {0}")]
+    #[error("bad test VMM configuration: {0}")]
     Config(String),
     /// The binary could not be started.
     #[error("cannot start {}: {source}", binary.display())]
@@ -21,8 +21,8 @@ pub enum VmmError {
         #[source]
         source: std::io::Error,
     },
-    /// The peer started but failed before sending its handshake.
-    #[error("the peer failed at {stage}: {message}\n{stderr}")]
+    /// The test VMM started but failed before sending its handshake.
+    #[error("the test VMM failed at {stage}: {message}\n{stderr}")]
     Startup {
         /// `args`, `mmap`, `uffd`, `register`, `connect` or `send`.
         stage: String,
@@ -31,11 +31,11 @@ pub enum VmmError {
         /// Its stderr.
         stderr: String,
     },
-    /// The peer answered the request with an error.
-    #[error("the peer refused: {0}")]
+    /// The test VMM answered the request with an error.
+    #[error("the test VMM refused: {0}")]
     Remote(#[from] RemoteError),
-    /// No answer in time (the handler may be dead or stuck: the peer's touch hangs, as a
-    /// Firecracker guest would). The peer keeps running.
+    /// No answer in time (the handler may be dead or stuck: the test VMM's touch hangs, as a
+    /// Firecracker guest would). The test VMM keeps running.
     #[error("no answer to {request} within {after:?}")]
     Timeout {
         /// What was asked.
@@ -43,15 +43,15 @@ pub enum VmmError {
         /// How long the driver waited.
         after: Duration,
     },
-    /// The peer exited (or was killed) before answering.
-    #[error("the peer exited ({status:?}) before answering\n{stderr}")]
+    /// The test VMM exited (or was killed) before answering.
+    #[error("the test VMM exited ({status:?}) before answering\n{stderr}")]
     Exited {
         /// Its exit status, if it could be reaped in time.
         status: Option<ExitStatus>,
         /// The last lines of its stderr.
         stderr: String,
     },
-    /// The peer said something the driver did not expect.
+    /// The test VMM said something the driver did not expect.
     #[error("protocol error: {0}")]
     Protocol(String),
     /// A system call of the driver failed.

@@ -1,9 +1,9 @@
-//! A KVM guest over the peer's guest memory: each region is a memory slot (guest-physical
+//! A KVM guest over the test VMM's guest memory: each region is a memory slot (guest-physical
 //! address = image offset), and vCPUs run a tiny program that reads (and optionally writes)
 //! every 4 KiB block of a range, so the faults reach the handler through KVM as they do under
 //! Firecracker. The program runs in 64-bit mode at CPL 3 over an identity map of 2 MiB pages
 //! (user mode runs natively even under software virtualisation such as PVM, where ring-0 guest
-//! code is emulated). Per-block sums go to a results array in a slot of the peer's own (not
+//! code is emulated). Per-block sums go to a results array in a slot of the test VMM's own (not
 //! registered with the uffd); the vCPU reports completion by writing to an address no slot
 //! backs (an MMIO exit).
 

@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! A test VMM: a process that behaves towards a page-fault handler exactly as Firecracker does,
 //! for the engine's cross-process tests, the daemon's end-to-end tests, the benches and the
 //! demo. Not published.
@@ -14,7 +16,7 @@
 //! The driver, [`VmmProcess`], spawns the binary and turns each request into a method with a
 //! per-request timeout, so a touch blocked on a dead handler fails instead of hanging the test.
 //!
-//! With KVM vCPUs (`--kvm-vcpus`, [`VmmConfig::kvm_vcpus`]) the peer also runs a KVM guest
+//! With KVM vCPUs (`--kvm-vcpus`, [`VmmConfig::kvm_vcpus`]) the test VMM also runs a KVM guest
 //! whose memory slots are the regions (guest-physical address = image offset, so images up to
 //! 3 GiB): [`Command::KvmTouch`] has vCPUs read (and optionally write) every block, so the
 //! faults reach the handler through KVM, as under Firecracker.

@@ -1,5 +1,5 @@
-//! The peer's guest memory: anonymous private mappings, one per region, with unmapped address
-//! space between them, addressed by image offset. The only module of the peer with `unsafe`:
+//! The test VMM's guest memory: anonymous private mappings, one per region, with unmapped address
+//! space between them, addressed by image offset. The only module of the test VMM with `unsafe`:
 //! every access to guest bytes is a volatile load or store checked against the mappings first.
 
 use std::io;

@@ -1,5 +1,5 @@
-//! What the peer's guest memory should hold: a byte model that follows the commands a test or
-//! the demo sends, and predicts the peer's answers (hashes, KVM sums, touch checksums).
+//! What the test VMM's guest memory should hold: a byte model that follows the commands a test or
+//! the demo sends, and predicts the test VMM's answers (hashes, KVM sums, touch checksums).
 
 use crate::control::BLOCK;
 use crate::{block_hash, kvm_block_sum, kvm_word, touch_word};
@@ -63,7 +63,7 @@ impl GuestModel {
             })
     }
 
-    /// The peer's `hash` answer for a range: [`block_hash`] of every block.
+    /// The test VMM's `hash` answer for a range: [`block_hash`] of every block.
     pub fn hashes(&self, offset: u64, len: u64) -> Vec<u64> {
         self.bytes[offset as usize..(offset + len) as usize]
             .chunks_exact(BLOCK as usize)

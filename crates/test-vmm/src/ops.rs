@@ -1,4 +1,4 @@
-//! The peer's workload: each command run against guest memory, touches and hashes from
+//! The test VMM's workload: each command run against guest memory, touches and hashes from
 //! several threads released together.
 
 use std::sync::{Condvar, Mutex};
@@ -37,7 +37,7 @@ pub(crate) fn execute(guest: &Guest, command: Command) -> Result<Reply, RemoteEr
             let kvm = guest.kvm.as_ref().ok_or_else(|| {
                 RemoteError::new(
                     RemoteErrorKind::BadRequest,
-                    "the peer was started without KVM vCPUs (--kvm-vcpus)",
+                    "the test VMM was started without KVM vCPUs (--kvm-vcpus)",
                 )
             })?;
             mem.check(offset, len, BLOCK)?;
@@ -229,7 +229,7 @@ fn together<T: Send>(n: u64, work: impl Fn(u64) -> T + Sync) -> Result<(Vec<T>, 
         if panicked {
             return Err(RemoteError::new(
                 RemoteErrorKind::Panicked,
-                "a workload thread panicked (see the peer's stderr)",
+                "a workload thread panicked (see the test VMM's stderr)",
             ));
         }
         Ok((results, elapsed_ns(start)))

@@ -1,4 +1,4 @@
-//! Pure functions the peer and a driver's model share: the block hash and the word a write
+//! Pure functions the test VMM and a driver's model share: the block hash and the word a write
 //! touch stores.
 
 use crate::control::BLOCK;
@@ -22,7 +22,7 @@ pub fn zero_block_hash() -> u64 {
     block_hash(&[0; BLOCK as usize])
 }
 
-/// One step of [`block_hash`]; the peer hashes guest memory word by word with it.
+/// One step of [`block_hash`]; the test VMM hashes guest memory word by word with it.
 pub(crate) const fn hash_step(h: u64, word: u64) -> u64 {
     (h ^ word).wrapping_mul(FNV_PRIME)
 }

@@ -11,7 +11,7 @@ use crate::{VmmError, VmmProcess};
 /// A request sent and not yet answered.
 #[must_use = "a pending request is waited for, or its answer is lost"]
 pub struct Pending<'a, T> {
-    peer: &'a VmmProcess,
+    vmm: &'a VmmProcess,
     id: u64,
     what: &'static str,
     rx: Receiver<Answer>,
@@ -29,14 +29,14 @@ impl<T> std::fmt::Debug for Pending<'_, T> {
 
 impl<'a, T> Pending<'a, T> {
     pub(super) fn new(
-        peer: &'a VmmProcess,
+        vmm: &'a VmmProcess,
         id: u64,
         what: &'static str,
         rx: Receiver<Answer>,
         convert: fn(Reply) -> Option<T>,
     ) -> Self {
         Pending {
-            peer,
+            vmm,
             id,
             what,
             rx,
@@ -49,40 +49,40 @@ impl<'a, T> Pending<'a, T> {
         self.id
     }
 
-    /// Whether the answer (or the peer's exit) has arrived; [`Pending::wait`] then returns at
+    /// Whether the answer (or the test VMM's exit) has arrived; [`Pending::wait`] then returns at
     /// once.
     pub fn is_done(&self) -> bool {
-        !self.rx.is_empty() || self.peer.output_ended()
+        !self.rx.is_empty() || self.vmm.output_ended()
     }
 
     /// Waits (at most the request timeout) for the answer.
     pub fn wait(self) -> Result<T, VmmError> {
-        let timeout = self.peer.request_timeout();
+        let timeout = self.vmm.request_timeout();
         self.wait_timeout(timeout)
     }
 
     /// Waits at most `timeout` for the answer. On timeout the request is abandoned (a late
-    /// answer is dropped) and the peer keeps running: [`VmmProcess::kill`] it if it hangs.
+    /// answer is dropped) and the test VMM keeps running: [`VmmProcess::kill`] it if it hangs.
     pub fn wait_timeout(self, timeout: Duration) -> Result<T, VmmError> {
         match self.rx.recv_timeout(timeout) {
             Ok(answer) => self.finish(answer),
             Err(RecvTimeoutError::Timeout) => {
-                self.peer.forget(self.id);
+                self.vmm.forget(self.id);
                 Err(VmmError::Timeout {
                     request: format!("{} (request {})", self.what, self.id),
                     after: timeout,
                 })
             }
-            Err(RecvTimeoutError::Disconnected) => Err(self.peer.exited_error()),
+            Err(RecvTimeoutError::Disconnected) => Err(self.vmm.exited_error()),
         }
     }
 
-    /// The answer if it has arrived (or the peer exited), without waiting; else `self` back.
+    /// The answer if it has arrived (or the test VMM exited), without waiting; else `self` back.
     pub fn try_wait(self) -> Result<Result<T, VmmError>, Self> {
         match self.rx.try_recv() {
             Ok(answer) => Ok(self.finish(answer)),
             Err(TryRecvError::Empty) => Err(self),
-            Err(TryRecvError::Disconnected) => Ok(Err(self.peer.exited_error())),
+            Err(TryRecvError::Disconnected) => Ok(Err(self.vmm.exited_error())),
         }
     }
 

@@ -18,22 +18,22 @@ use crate::memory::GuestMemory;
 use crate::ops::Guest;
 use crate::{HandshakeRegion, VmmArgs, handshake_json, ops};
 
-/// Exit status of a peer whose startup failed (after its `failed` line).
+/// Exit status of a test VMM whose startup failed (after its `failed` line).
 pub const EXIT_STARTUP_FAILED: u8 = 2;
 
-/// Runs the peer: maps guest memory, creates and registers the uffd, sends the handshake,
+/// Runs the test VMM: maps guest memory, creates and registers the uffd, sends the handshake,
 /// prints the startup line, then serves requests from stdin until `exit` or end of input.
 pub fn run(args: &VmmArgs) -> ExitCode {
     match start(args) {
-        Ok(peer) => {
-            let ready = Startup::Ready(peer.info.clone());
+        Ok(vmm) => {
+            let ready = Startup::Ready(vmm.info.clone());
             print_line(&ready);
             tracing::info!(
-                pid = peer.info.pid,
-                regions = peer.info.regions.len(),
+                pid = vmm.info.pid,
+                regions = vmm.info.regions.len(),
                 "handshake sent"
             );
-            peer.serve();
+            vmm.serve();
             ExitCode::SUCCESS
         }
         Err((stage, message)) => {
@@ -47,8 +47,8 @@ pub fn run(args: &VmmArgs) -> ExitCode {
     }
 }
 
-/// A peer that has sent its handshake.
-struct Peer {
+/// A test VMM that has sent its handshake.
+struct Vmm {
     guest: Arc<Guest>,
     /// Kept open for the process's lifetime, as Firecracker keeps its copy.
     _uffd: Uffd,
@@ -56,7 +56,7 @@ struct Peer {
     info: ReadyInfo,
 }
 
-fn start(args: &VmmArgs) -> Result<Peer, (&'static str, String)> {
+fn start(args: &VmmArgs) -> Result<Vmm, (&'static str, String)> {
     args.validate().map_err(|e| ("args", e))?;
     let page_size = PageSize::from_bytes(args.page_size).expect("validated");
     let memory = GuestMemory::map(&args.regions, args.page_size, args.hugetlb, args.gap)
@@ -93,7 +93,7 @@ fn start(args: &VmmArgs) -> Result<Peer, (&'static str, String)> {
         .map_err(|e| ("connect", format!("{}: {e}", args.socket.display())))?;
     send_with_fd(&socket, handshake.as_bytes(), &uffd).map_err(|e| ("send", e.to_string()))?;
     let socket = args.keeps_socket().then_some(socket);
-    Ok(Peer {
+    Ok(Vmm {
         guest: Arc::new(Guest { memory, kvm }),
         info: ReadyInfo {
             pid: std::process::id(),
@@ -128,9 +128,9 @@ fn send_with_fd(socket: &UnixStream, data: &[u8], fd: &impl AsFd) -> std::io::Re
     Ok(())
 }
 
-impl Peer {
+impl Vmm {
     fn serve(self) {
-        let peer = Arc::new(self);
+        let vmm = Arc::new(self);
         for line in std::io::stdin().lock().lines() {
             let Ok(line) = line else { break };
             if line.trim().is_empty() {
@@ -155,11 +155,11 @@ impl Peer {
                     std::process::exit(0);
                 }
                 Command::CloseSocket => {
-                    drop(peer.socket.lock().expect("socket").take());
+                    drop(vmm.socket.lock().expect("socket").take());
                     respond(request.id, Ok(Reply::SocketClosed));
                 }
                 command => {
-                    let guest = Arc::clone(&peer.guest);
+                    let guest = Arc::clone(&vmm.guest);
                     let id = request.id;
                     let spawned = std::thread::Builder::new()
                         .name(format!("req-{id}"))
@@ -201,6 +201,6 @@ fn respond(id: u64, result: Result<Reply, RemoteError>) {
 fn print_line(value: &impl serde::Serialize) {
     let line = serde_json::to_string(value).expect("control types serialise");
     let mut out = std::io::stdout().lock();
-    // A driver that went away cannot be told anything; the peer exits at end of input.
+    // A driver that went away cannot be told anything; the test VMM exits at end of input.
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }

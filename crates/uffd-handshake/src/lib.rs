@@ -1,26 +1,4 @@
-//! Firecracker's userfaultfd handshake: the server side a page-fault handler runs, and the
-//! client side's payload for VMMs and tests that speak it.
-//!
-//! The VMM connects to a Unix stream socket and sends one message: compact JSON describing its
-//! guest memory regions, with the userfaultfd attached as SCM_RIGHTS (E2B's fork attaches a
-//! second fd, a memfd of guest memory). Nothing else is ever sent; Firecracker v1.12+ keeps the
-//! connection open for its lifetime.
-//!
-//! ```no_run
-//! # use std::time::Duration;
-//! # use uffd_handshake::{HandshakeListener, PeerPolicy, receive_handshake};
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let listener = HandshakeListener::bind("/run/vm0.sock", None)?;
-//! let conn = listener.accept(Duration::from_secs(30))?;
-//! let image_size = 256 << 20;
-//! let policy = PeerPolicy::own_uid_and_root();
-//! let handshake = receive_handshake(conn, Duration::from_secs(5), image_size, &policy)?;
-//! # Ok(()) }
-//! ```
-//!
-//! The engine (`uffd-engine`) knows nothing of this crate: the daemon takes a [`Handshake`],
-//! adopts its uffd and starts the engine on its [`Handshake::layout`].
-
+#![doc = include_str!("../README.md")]
 #![deny(unsafe_code)]
 
 mod client;

@@ -109,12 +109,12 @@ fn each_version_sends_its_payload() {
         let config = VmmConfig::new(test_vmm::binary(), dir.socket(), sizes.clone())
             .payload(version)
             .timeout(TIMEOUT);
-        let peer = VmmProcess::spawn(config).expect("spawn");
+        let vmm = VmmProcess::spawn(config).expect("spawn");
         let mut hs = accept_handshake(&listener);
 
-        // The message is exactly the JSON the peer reports, with exactly one fd.
-        assert_eq!(hs.json, peer.info().handshake, "{version}");
-        assert_eq!(hs.json, handshake_json(peer.regions(), version));
+        // The message is exactly the JSON the vmm reports, with exactly one fd.
+        assert_eq!(hs.json, vmm.info().handshake, "{version}");
+        assert_eq!(hs.json, handshake_json(vmm.regions(), version));
         assert_eq!(hs.fds.len(), 1, "{version}: one fd");
         let link = std::fs::read_link(format!("/proc/self/fd/{}", hs.fds[0].as_raw_fd()));
         assert_eq!(link.unwrap().to_str(), Some("anon_inode:[userfaultfd]"));
@@ -139,8 +139,8 @@ fn each_version_sends_its_payload() {
             assert_eq!(r.page_size_kib, declared);
         }
 
-        // Firecracker's fd: non-blocking and close-on-exec in the peer, EVENT_REMOVE only.
-        let flags = fd_flags(peer.pid(), peer.info().uffd_fd);
+        // Firecracker's fd: non-blocking and close-on-exec in the vmm, EVENT_REMOVE only.
+        let flags = fd_flags(vmm.pid(), vmm.info().uffd_fd);
         let (nonblock, cloexec) = (libc::O_NONBLOCK as u32, libc::O_CLOEXEC as u32);
         assert_eq!(
             flags & (nonblock | cloexec),
@@ -158,30 +158,30 @@ fn each_version_sends_its_payload() {
             assert_eq!(wp.status, Status::Invalid, "{version}: {wp:?}");
             let copy = uffd.copy(page, &[7; PAGE as usize], CopyMode::empty());
             assert_eq!(copy.status, Status::Complete, "{version}: {copy:?}");
-            assert_eq!(peer.read(r.offset, 2).unwrap(), [7, 7]);
+            assert_eq!(vmm.read(r.offset, 2).unwrap(), [7, 7]);
         }
 
         // From v1.12 the socket stays open; before, Firecracker closed it after sending.
         let events = poll_in(&hs.stream, std::time::Duration::ZERO);
         if version.keeps_socket() {
             assert!(events.is_empty(), "{version}: {events:?}");
-            peer.close_socket().unwrap();
+            vmm.close_socket().unwrap();
         }
         let mut byte = [0];
         assert_eq!(hs.stream.read(&mut byte).unwrap(), 0, "{version}: EOF");
-        drop(peer);
+        drop(vmm);
     }
 }
 
 #[test]
-fn socket_kept_open_until_the_peer_dies() {
+fn socket_kept_open_until_the_vmm_dies() {
     let dir = SocketDir::new("hup");
     let listener = dir.listen();
     let config = VmmConfig::new(test_vmm::binary(), dir.socket(), vec![MIB]).timeout(TIMEOUT);
-    let peer = VmmProcess::spawn(config).unwrap();
+    let vmm = VmmProcess::spawn(config).unwrap();
     let hs = accept_handshake(&listener);
     assert!(poll_in(&hs.stream, std::time::Duration::ZERO).is_empty());
-    peer.kill().unwrap();
+    vmm.kill().unwrap();
     assert!(poll_in(&hs.stream, TIMEOUT).contains(PollFlags::HUP));
 }
 
@@ -191,12 +191,12 @@ fn hundred_regions() {
     let dir = SocketDir::new("hundred");
     let listener = dir.listen();
     let config = VmmConfig::new(test_vmm::binary(), dir.socket(), sizes).timeout(TIMEOUT);
-    let peer = VmmProcess::spawn(config).unwrap();
+    let vmm = VmmProcess::spawn(config).unwrap();
     let hs = accept_handshake(&listener);
     assert_eq!(hs.regions.len(), 100);
     assert!(hs.json.len() > 100 * 100, "{} bytes", hs.json.len());
-    assert_eq!(hs.json, peer.info().handshake);
-    assert_eq!(peer.image_size(), 100 * (64 << 10));
+    assert_eq!(hs.json, vmm.info().handshake);
+    assert_eq!(vmm.image_size(), 100 * (64 << 10));
 }
 
 #[test]
@@ -220,7 +220,7 @@ fn startup_failures_name_their_stage() {
         }
         other => panic!("expected a refused connection, got {other:?}"),
     }
-    // Configurations the peer cannot honour are refused before spawning.
+    // Configurations the vmm cannot honour are refused before spawning.
     let bad = [
         VmmConfig {
             hugetlb: true,

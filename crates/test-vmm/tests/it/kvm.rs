@@ -1,6 +1,6 @@
-//! The peer's KVM guest: vCPUs read and write guest memory, so the faults reach the handler
+//! The vmm's KVM guest: vCPUs read and write guest memory, so the faults reach the handler
 //! through KVM (as under Firecracker); per-block sums checked against the byte model; balloon
-//! removes re-fault through KVM and read zeros; a peer killed while a vCPU waits on a fault.
+//! removes re-fault through KVM and read zeros; a vmm killed while a vCPU waits on a fault.
 //! Skipped, with the reason, where /dev/kvm is unusable.
 
 use crate::common::{
@@ -13,7 +13,7 @@ use test_vmm::{VmmError, VmmProcess};
 const MIB: u64 = 1 << 20;
 const SEED: u64 = 0xc0de;
 
-/// A peer with a KVM guest of `vcpus` vCPUs, or `None` (after a SKIP line) without KVM.
+/// A vmm with a KVM guest of `vcpus` vCPUs, or `None` (after a SKIP line) without KVM.
 fn start_kvm(
     test: &str,
     regions: Vec<u64>,
@@ -25,10 +25,10 @@ fn start_kvm(
     config.kvm_vcpus = vcpus;
     let listener = dir.listen();
     match VmmProcess::spawn(config) {
-        Ok(peer) => {
-            assert_eq!(peer.info().kvm_vcpus, vcpus);
+        Ok(vmm) => {
+            assert_eq!(vmm.info().kvm_vcpus, vcpus);
             let handshake = accept_handshake(&listener);
-            Some((dir, peer, handshake))
+            Some((dir, vmm, handshake))
         }
         Err(VmmError::Startup { stage, message, .. }) if stage == "kvm" => {
             skip(test, &format!("no usable KVM: {message}"));
@@ -40,7 +40,7 @@ fn start_kvm(
 
 #[test]
 fn kvm_guest_reads_and_writes_through_the_handler() {
-    let Some((_dir, peer, hs)) = start_kvm(
+    let Some((_dir, vmm, hs)) = start_kvm(
         "kvm_guest_reads_and_writes_through_the_handler",
         vec![4 * MIB, 2 * MIB, 2 * MIB],
         false,
@@ -49,27 +49,27 @@ fn kvm_guest_reads_and_writes_through_the_handler() {
         return;
     };
     let handler = TestHandler::serve(&hs, SEED, PAGE);
-    let mut model = model_image(SEED, peer.image_size(), PAGE);
-    let size = peer.image_size();
+    let mut model = model_image(SEED, vmm.image_size(), PAGE);
+    let size = vmm.image_size();
 
     // Every block read by three vCPUs: each page faulted once, through KVM.
-    let report = peer.kvm_touch(0, size, 3, None).unwrap();
+    let report = vmm.kvm_touch(0, size, 3, None).unwrap();
     assert_eq!(report.sums, model.kvm_sums(0, size));
     assert_eq!(handler.installed(), size / PAGE);
 
     // Writes by the guest across the boundary between regions 0 and 1, seen by the process.
     let (offset, len) = (4 * MIB - 8 * PAGE, 16 * PAGE);
-    let report = peer.kvm_touch(offset, len, 2, Some(77)).unwrap();
+    let report = vmm.kvm_touch(offset, len, 2, Some(77)).unwrap();
     model.kvm_write(offset, len, 77);
     assert_eq!(report.sums, model.kvm_sums(offset, len));
-    assert_hashes(&peer.hash(0, size).unwrap(), &model, 0, size);
+    assert_hashes(&vmm.hash(0, size).unwrap(), &model, 0, size);
 
     // A balloon remove: KVM's mapping is dropped too, the guest re-faults and reads zeros.
     let (offset, len) = (5 * MIB, 4 * PAGE);
-    peer.madvise_dontneed(offset, len).unwrap();
+    vmm.madvise_dontneed(offset, len).unwrap();
     assert_eq!(handler.removes(1), [(offset, len)]);
     model.zero(offset, len);
-    let report = peer
+    let report = vmm
         .kvm_touch(offset - PAGE, len + 2 * PAGE, 1, None)
         .unwrap();
     assert_eq!(report.sums, model.kvm_sums(offset - PAGE, len + 2 * PAGE));
@@ -78,7 +78,7 @@ fn kvm_guest_reads_and_writes_through_the_handler() {
 
     // Asking for more vCPUs than the guest has is a typed error.
     assert!(matches!(
-        peer.kvm_touch(0, PAGE, 4, None),
+        vmm.kvm_touch(0, PAGE, 4, None),
         Err(VmmError::Remote(_))
     ));
 }
@@ -91,29 +91,29 @@ fn kvm_guest_on_hugetlb_pages() {
         skip(test, &format!("HugePages_Free is {free}, the test needs 3"));
         return;
     }
-    let Some((_dir, peer, hs)) = start_kvm(test, vec![2 * HUGE, HUGE], true, 2) else {
+    let Some((_dir, vmm, hs)) = start_kvm(test, vec![2 * HUGE, HUGE], true, 2) else {
         return;
     };
     let handler = TestHandler::serve(&hs, SEED, HUGE);
-    let mut model = model_image(SEED, peer.image_size(), HUGE);
-    let size = peer.image_size();
-    let report = peer.kvm_touch(0, size, 2, Some(5)).unwrap();
+    let mut model = model_image(SEED, vmm.image_size(), HUGE);
+    let size = vmm.image_size();
+    let report = vmm.kvm_touch(0, size, 2, Some(5)).unwrap();
     model.kvm_write(0, size, 5);
     assert_eq!(report.sums, model.kvm_sums(0, size));
     assert_eq!(handler.installed(), 3);
-    peer.madvise_dontneed(HUGE, HUGE).unwrap();
+    vmm.madvise_dontneed(HUGE, HUGE).unwrap();
     assert_eq!(handler.removes(1), [(HUGE, HUGE)]);
     model.zero(HUGE, HUGE);
     assert_eq!(
-        peer.kvm_touch(0, size, 1, None).unwrap().sums,
+        vmm.kvm_touch(0, size, 1, None).unwrap().sums,
         model.kvm_sums(0, size)
     );
 }
 
 #[test]
-fn peer_killed_while_a_vcpu_waits_on_a_fault() {
-    let Some((_dir, peer, hs)) = start_kvm(
-        "peer_killed_while_a_vcpu_waits_on_a_fault",
+fn vmm_killed_while_a_vcpu_waits_on_a_fault() {
+    let Some((_dir, vmm, hs)) = start_kvm(
+        "vmm_killed_while_a_vcpu_waits_on_a_fault",
         vec![MIB],
         false,
         1,
@@ -122,9 +122,9 @@ fn peer_killed_while_a_vcpu_waits_on_a_fault() {
     };
     // Nobody serves: the vCPU's fault waits in the handler's queue.
     let uffd = &hs.fds[0];
-    let touch = peer.start_kvm_touch(0, PAGE, 1, None).unwrap();
+    let touch = vmm.start_kvm_touch(0, PAGE, 1, None).unwrap();
     assert!(poll_in(uffd, crate::common::TIMEOUT).contains(PollFlags::IN));
     assert!(!touch.is_done());
-    peer.kill().unwrap();
+    vmm.kill().unwrap();
     assert!(matches!(touch.wait(), Err(VmmError::Exited { .. })));
 }

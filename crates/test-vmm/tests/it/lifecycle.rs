@@ -1,5 +1,5 @@
-//! The driver's side of the peer's life: requests in flight at once, a touch blocked on a
-//! handler that does not serve (a timeout, not a hang), the peer killed mid-touch (an error,
+//! The driver's side of the vmm's life: requests in flight at once, a touch blocked on a
+//! handler that does not serve (a timeout, not a hang), the vmm killed mid-touch (an error,
 //! not a hang), a clean exit.
 
 use std::os::unix::process::ExitStatusExt;
@@ -41,16 +41,16 @@ fn adopt(hs: &mut crate::common::Handshake) -> Uffd {
 
 #[test]
 fn requests_run_concurrently_while_a_touch_waits() {
-    let (_dir, peer, mut hs) = start("concurrent", vec![MIB], false);
+    let (_dir, vmm, mut hs) = start("concurrent", vec![MIB], false);
     let uffd = adopt(&mut hs);
     let base = hs.regions[0].base_host_virt_addr;
 
     // A touch of page 3 blocks on its fault, which this test serves by hand.
-    let touch = peer.start_touch(Touch::read(3 * PAGE, PAGE, 1)).unwrap();
+    let touch = vmm.start_touch(Touch::read(3 * PAGE, PAGE, 1)).unwrap();
     assert_eq!(next_faults(&uffd), [base + 3 * PAGE]);
     assert!(!touch.is_done());
     // Meanwhile other requests are answered (pagemap does not fault).
-    let flags = peer.pagemap(0, 4 * PAGE).unwrap();
+    let flags = vmm.pagemap(0, 4 * PAGE).unwrap();
     assert!(flags.iter().all(|f| !f.present()), "{flags:?}");
     let touch = match touch.try_wait() {
         Err(pending) => pending,
@@ -66,46 +66,43 @@ fn requests_run_concurrently_while_a_touch_waits() {
     );
     let report = touch.wait().unwrap();
     assert_eq!((report.accesses, report.checksum), (1, 42));
-    assert!(peer.pagemap(3 * PAGE, PAGE).unwrap()[0].present());
+    assert!(vmm.pagemap(3 * PAGE, PAGE).unwrap()[0].present());
 }
 
 #[test]
 fn touch_on_a_handler_that_never_serves_times_out() {
-    let (_dir, peer, mut hs) = start("timeout", vec![MIB], false);
-    // The handler drops its copy of the uffd: the peer keeps its own, so its fault waits
+    let (_dir, vmm, mut hs) = start("timeout", vec![MIB], false);
+    // The handler drops its copy of the uffd: the vmm keeps its own, so its fault waits
     // forever, as a Firecracker guest does when its handler dies.
     drop(adopt(&mut hs));
-    let touch = peer.start_touch(Touch::read(0, PAGE, 1)).unwrap();
+    let touch = vmm.start_touch(Touch::read(0, PAGE, 1)).unwrap();
     match touch.wait_timeout(Duration::from_millis(300)) {
         Err(VmmError::Timeout { request, .. }) => assert!(request.contains("touch"), "{request}"),
         other => panic!("expected a timeout, got {other:?}"),
     }
-    // The peer still lives (and answers what does not fault); the test decides to kill it.
-    assert!(peer.try_wait().unwrap().is_none());
-    assert_eq!(peer.pagemap(0, PAGE).unwrap().len(), 1);
-    peer.kill().unwrap();
-    assert_eq!(peer.wait().unwrap().signal(), Some(libc::SIGKILL));
+    // The vmm still lives (and answers what does not fault); the test decides to kill it.
+    assert!(vmm.try_wait().unwrap().is_none());
+    assert_eq!(vmm.pagemap(0, PAGE).unwrap().len(), 1);
+    vmm.kill().unwrap();
+    assert_eq!(vmm.wait().unwrap().signal(), Some(libc::SIGKILL));
 }
 
 #[test]
-fn killing_the_peer_mid_touch_is_an_error_not_a_hang() {
-    let (_dir, peer, mut hs) = start("kill", vec![MIB], false);
+fn killing_the_vmm_mid_touch_is_an_error_not_a_hang() {
+    let (_dir, vmm, mut hs) = start("kill", vec![MIB], false);
     let uffd = adopt(&mut hs);
-    let touch = peer.start_touch(Touch::read(0, 4 * PAGE, 4)).unwrap();
+    let touch = vmm.start_touch(Touch::read(0, 4 * PAGE, 4)).unwrap();
     next_faults(&uffd);
-    peer.kill().unwrap();
+    vmm.kill().unwrap();
     match touch.wait() {
         Err(VmmError::Exited { status, .. }) => {
             assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGKILL));
         }
-        other => panic!("expected the peer's death, got {other:?}"),
+        other => panic!("expected the vmm's death, got {other:?}"),
     }
     // Later requests fail the same way, at once.
-    assert!(matches!(
-        peer.pagemap(0, PAGE),
-        Err(VmmError::Exited { .. })
-    ));
-    // The handler's copy of the uffd now answers ESRCH (the peer's mm is gone).
+    assert!(matches!(vmm.pagemap(0, PAGE), Err(VmmError::Exited { .. })));
+    // The handler's copy of the uffd now answers ESRCH (the vmm's mm is gone).
     let page = Range::new(hs.regions[0].base_host_virt_addr, PAGE, PageSize::Base4K).unwrap();
     let outcome = uffd.copy(page, &[0; PAGE as usize], CopyMode::empty());
     assert_eq!(outcome.status, Status::Gone, "{outcome:?}");
@@ -113,12 +110,12 @@ fn killing_the_peer_mid_touch_is_an_error_not_a_hang() {
 
 #[test]
 fn exit_is_clean() {
-    let (_dir, peer, hs) = start("exit", vec![MIB], false);
-    let status = peer.exit().unwrap();
+    let (_dir, vmm, hs) = start("exit", vec![MIB], false);
+    let status = vmm.exit().unwrap();
     assert!(status.success(), "{status:?}");
     assert!(poll_in(&hs.stream, TIMEOUT).contains(PollFlags::HUP));
     assert!(matches!(
-        peer.touch(Touch::read(0, PAGE, 1)),
+        vmm.touch(Touch::read(0, PAGE, 1)),
         Err(VmmError::Exited { .. })
     ));
 }

@@ -1,12 +1,12 @@
-//! Randomized soak across a process boundary: actor threads drive a VMM peer's threads to read
+//! Randomized soak across a process boundary: actor threads drive a VMM's threads to read
 //! and write random pages, fill and peek at bytes, madvise ranges away (some racing reads of
 //! the same pages) and prefetch random spans, while the source fails at random
 //! (never more often for a page than the retry bound). Pages are partitioned in stripes among
 //! the actors, so every page's expected bytes and state follow from the commands issued.
 //!
 //! Every epoch (half a round) the engine's bytes, states, dirty and empty sets, metrics and
-//! exit channel are checked against the model; every round starts a new peer and engine, so
-//! pages are Missing again and the source is read again. Every peer request must complete
+//! exit channel are checked against the model; every round starts a new vmm and engine, so
+//! pages are Missing again and the source is read again. Every vmm request must complete
 //! within its timeout (no thread stuck).
 //!
 //! About a second per test in the normal suite; `UFFD_SOAK=1` (`cargo xtask test --soak`)
@@ -198,9 +198,9 @@ fn ok<T>(what: &str, r: Result<T, VmmError>) -> T {
     r.unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
-/// Runs `op` against the peer and the world model.
+/// Runs `op` against the vmm and the world model.
 fn apply(s: &Served, world: &Mutex<World>, op: &Op, what: &str) {
-    let (p, peer) = (s.page, &s.peer);
+    let (p, vmm) = (s.page, &s.vmm);
     let times = |split: Split, threads: u32| {
         if split == Split::Shared {
             u64::from(threads)
@@ -216,7 +216,7 @@ fn apply(s: &Served, world: &Mutex<World>, op: &Op, what: &str) {
         } => {
             let (off, len) = (pages.start * p, (pages.end - pages.start) * p);
             let touch = Touch::read(off, len, *threads).split(*split);
-            let report = ok(what, peer.touch(touch));
+            let report = ok(what, vmm.touch(touch));
             let mut w = world.lock();
             let want = w.bytes.read_checksum(off, len, times(*split, *threads));
             assert_eq!(report.checksum, want, "{what}: bytes read");
@@ -230,7 +230,7 @@ fn apply(s: &Served, world: &Mutex<World>, op: &Op, what: &str) {
         } => {
             let (off, len) = (pages.start * p, (pages.end - pages.start) * p);
             let touch = Touch::write(off, len, *threads, *seed).split(*split);
-            let report = ok(what, peer.touch(touch));
+            let report = ok(what, vmm.touch(touch));
             let want = pages.clone().fold(0u64, |sum, q| {
                 sum.wrapping_add(touch_word(*seed, q).wrapping_mul(times(*split, *threads)))
             });
@@ -240,31 +240,31 @@ fn apply(s: &Served, world: &Mutex<World>, op: &Op, what: &str) {
             w.written(off, len);
         }
         Op::Write { offset, data } => {
-            ok(what, peer.write(*offset, data));
+            ok(what, vmm.write(*offset, data));
             let mut w = world.lock();
             w.bytes.write(*offset, data);
             w.written(*offset, data.len() as u64);
         }
         Op::Fill { offset, len, byte } => {
-            ok(what, peer.fill(*offset, *len, *byte));
+            ok(what, vmm.fill(*offset, *len, *byte));
             let mut w = world.lock();
             w.bytes.write(*offset, &vec![*byte; *len as usize]);
             w.written(*offset, *len);
         }
         Op::Remove { pages } => {
             let (off, len) = (pages.start * p, (pages.end - pages.start) * p);
-            ok(what, peer.madvise_dontneed(off, len));
+            ok(what, vmm.madvise_dontneed(off, len));
             world.lock().removed(pages.clone());
         }
         Op::RaceReadRemove { read, remove } => {
-            // Two peer threads read the pages while a third removes some of them: the reads
+            // Two vmm threads read the pages while a third removes some of them: the reads
             // may see either, but afterwards the removed pages read zeros.
             let touch =
                 Touch::read(read.start * p, (read.end - read.start) * p, 2).split(Split::Shared);
-            let touching = ok(what, peer.start_touch(touch));
+            let touching = ok(what, vmm.start_touch(touch));
             let removing = ok(
                 what,
-                peer.start_madvise_dontneed(remove.start * p, (remove.end - remove.start) * p),
+                vmm.start_madvise_dontneed(remove.start * p, (remove.end - remove.start) * p),
             );
             ok(what, removing.wait());
             ok(what, touching.wait());
@@ -275,13 +275,13 @@ fn apply(s: &Served, world: &Mutex<World>, op: &Op, what: &str) {
         }
         Op::Hash { pages } => {
             let (off, len) = (pages.start * p, (pages.end - pages.start) * p);
-            let hashes = ok(what, peer.hash(off, len));
+            let hashes = ok(what, vmm.hash(off, len));
             let mut w = world.lock();
             assert_hashes_in(what, &hashes, &w.bytes, off, len);
             w.read(pages.clone());
         }
         Op::Peek { offset, len } => {
-            let got = ok(what, peer.read(*offset, *len));
+            let got = ok(what, vmm.read(*offset, *len));
             let w = world.lock();
             let want = &w.bytes.bytes[*offset as usize..(*offset + *len) as usize];
             assert_eq!(got, want, "{what}: bytes");
@@ -292,7 +292,7 @@ fn apply(s: &Served, world: &Mutex<World>, op: &Op, what: &str) {
                 .engine
                 .prefetch(std::iter::once(pages.start * p..pages.end * p));
             let (off, len) = (remove.start * p, (remove.end - remove.start) * p);
-            ok(what, peer.madvise_dontneed(off, len));
+            ok(what, vmm.madvise_dontneed(off, len));
             let report = prefetch.wait(p);
             assert_eq!(
                 report.installed_pages + report.skipped_pages,
@@ -355,7 +355,7 @@ fn verify(
     };
     for run in runs {
         let (off, len) = (run.start * p, (run.end - run.start) * p);
-        let hashes = ok(ctx, s.peer.start_hash(off, len, 2).and_then(|h| h.wait()));
+        let hashes = ok(ctx, s.vmm.start_hash(off, len, 2).and_then(|h| h.wait()));
         assert_hashes_in(ctx, &hashes, &w.bytes, off, len);
         w.read(run);
     }
@@ -371,7 +371,7 @@ fn verify(
         }
         assert_eq!(sets, w.sets(), "{ctx}: page sets");
         if full {
-            let flags = ok(ctx, s.peer.pagemap(0, s.size));
+            let flags = ok(ctx, s.vmm.pagemap(0, s.size));
             for (block, f) in flags.iter().enumerate() {
                 let page = block as u64 * BLOCK / p;
                 let dirty = w.states[page as usize] == page_tracker::PageState::Dirty;

@@ -1,7 +1,7 @@
 //! The engine serving a separate VMM process (`test-vmm`, which owns the guest memory and the
 //! uffd as Firecracker does and hands them over through the real handshake server): every
 //! byte, balloon removes, fault-around, prefetch and graduation (source retries:
-//! `engine_peer_retry`, dirty tracking: `engine_peer_dirty`, ESRCH: `engine_peer_exit`). Each for
+//! `vmm_retry`, dirty tracking: `vmm_dirty`, ESRCH: `vmm_exit`). Each for
 //! 4 KiB pages and, where enough hugepages are free, 2 MiB pages (else a `SKIP` line).
 
 use crate::common::vmm::{
@@ -14,7 +14,7 @@ const HUGE: u64 = 2 * MIB;
 
 /// Whether the blocks of `[first, first + count)` pages are all present (or all absent).
 fn present(s: &Served, first: u64, count: u64) -> Vec<bool> {
-    let flags = s.peer.pagemap(first * s.page, count * s.page).unwrap();
+    let flags = s.vmm.pagemap(first * s.page, count * s.page).unwrap();
     let per_page = (s.page / BLOCK) as usize;
     flags
         .chunks(per_page)
@@ -34,16 +34,16 @@ fn every_byte_served(test: &str, pages: Pages, regions: Vec<u64>) {
     // Four threads faulting the same pages at once: duplicates of pages in flight.
     let shared = n.min(64) * s.page;
     let report = s
-        .peer
+        .vmm
         .touch(Touch::read(0, shared, 4).split(Split::Shared))
         .unwrap();
     assert_eq!(report.accesses, 4 * shared / s.page);
     assert_eq!(report.checksum, model.read_checksum(0, shared, 4));
     // The whole image from four threads, each its own chunk.
-    let report = s.peer.touch(Touch::read(0, s.size, 4)).unwrap();
+    let report = s.vmm.touch(Touch::read(0, s.size, 4)).unwrap();
     assert_eq!(report.accesses, n);
     assert_eq!(report.checksum, model.read_checksum(0, s.size, 1));
-    let hashes = s.peer.start_hash(0, s.size, 4).unwrap().wait().unwrap();
+    let hashes = s.vmm.start_hash(0, s.size, 4).unwrap().wait().unwrap();
     assert_hashes(&hashes, &model, 0, s.size);
     assert!(present(&s, 0, n).iter().all(|&p| p));
     s.engine.settle();
@@ -74,11 +74,11 @@ fn balloon(test: &str, pages: Pages, regions: Vec<u64>, touched: u64, removes: &
     let s = serve(test, pages, regions.clone(), EngineConfig::default());
     let mut model = model_image(s.size, s.page);
     let (p, n) = (s.page, s.pages());
-    s.peer.touch(Touch::read(0, touched * p, 4)).unwrap();
+    s.vmm.touch(Touch::read(0, touched * p, 4)).unwrap();
     let mut removed = vec![false; n as usize];
     let mut events = 0;
     for &(first, count) in removes {
-        s.peer.madvise_dontneed(first * p, count * p).unwrap();
+        s.vmm.madvise_dontneed(first * p, count * p).unwrap();
         model.zero(first * p, count * p);
         removed[first as usize..(first + count) as usize].fill(true);
         let mut start = 0;
@@ -93,10 +93,10 @@ fn balloon(test: &str, pages: Pages, regions: Vec<u64>, touched: u64, removes: &
         let expect = page < touched && !removed[page as usize];
         assert_eq!(flags[page as usize], expect, "page {page} present");
     }
-    let report = s.peer.touch(Touch::read(0, s.size, 4)).unwrap();
+    let report = s.vmm.touch(Touch::read(0, s.size, 4)).unwrap();
     assert_eq!(report.checksum, model.read_checksum(0, s.size, 1));
     assert_hashes(
-        &s.peer.start_hash(0, s.size, 2).unwrap().wait().unwrap(),
+        &s.vmm.start_hash(0, s.size, 2).unwrap().wait().unwrap(),
         &model,
         0,
         s.size,
@@ -111,13 +111,13 @@ fn balloon(test: &str, pages: Pages, regions: Vec<u64>, touched: u64, removes: &
 
     // A write into a removed page: zeros around it; removed again, then written while absent.
     let (first, _) = removes[0];
-    s.peer.write(first * p + 8, &[1, 2, 3]).unwrap();
+    s.vmm.write(first * p + 8, &[1, 2, 3]).unwrap();
     model.write(first * p + 8, &[1, 2, 3]);
-    s.peer.madvise_dontneed(first * p, p).unwrap();
+    s.vmm.madvise_dontneed(first * p, p).unwrap();
     model.zero(first * p, p);
-    s.peer.write(first * p + p - 2, &[7, 7]).unwrap();
+    s.vmm.write(first * p + p - 2, &[7, 7]).unwrap();
     model.write(first * p + p - 2, &[7, 7]);
-    assert_hashes(&s.peer.hash(0, s.size).unwrap(), &model, 0, s.size);
+    assert_hashes(&s.vmm.hash(0, s.size).unwrap(), &model, 0, s.size);
     s.finish();
 }
 
@@ -172,7 +172,7 @@ fn fault_around(
     let mut expect = vec![false; n as usize];
     let mut installed = 0;
     for (i, &(page, from, to)) in steps.iter().enumerate() {
-        let report = s.peer.touch(Touch::read(page * p, p, 1)).unwrap();
+        let report = s.vmm.touch(Touch::read(page * p, p, 1)).unwrap();
         assert_eq!(report.checksum, model.word(page * p), "page {page}");
         expect[from as usize..to as usize].fill(true);
         installed += to - from;
@@ -188,11 +188,11 @@ fn fault_around(
     let faults = s.engine.metrics().faults;
     for (page, _) in expect.iter().enumerate().filter(|(_, p)| **p) {
         let offset = page as u64 * p;
-        assert_hashes(&s.peer.hash(offset, p).unwrap(), &model, offset, p);
+        assert_hashes(&s.vmm.hash(offset, p).unwrap(), &model, offset, p);
     }
     s.engine.settle();
     assert_eq!(s.engine.metrics().faults, faults);
-    assert_hashes(&s.peer.hash(0, s.size).unwrap(), &model, 0, s.size);
+    assert_hashes(&s.vmm.hash(0, s.size).unwrap(), &model, 0, s.size);
     s.finish();
 }
 
@@ -238,12 +238,12 @@ fn prefetch(test: &str, pages: Pages, regions: Vec<u64>, chunk: u64, plan: [(u64
     let mut model = model_image(s.size, s.page);
     let (p, n) = (s.page, s.pages());
     let [(rm, rm_count), (read, read_count), (write, write_count)] = plan;
-    s.peer.madvise_dontneed(rm * p, rm_count * p).unwrap();
+    s.vmm.madvise_dontneed(rm * p, rm_count * p).unwrap();
     model.zero(rm * p, rm_count * p);
-    s.peer
+    s.vmm
         .touch(Touch::read(read * p, read_count * p, 2))
         .unwrap();
-    s.peer
+    s.vmm
         .touch(Touch::write(write * p, write_count * p, 2, 9))
         .unwrap();
     model.touch_write(write * p, write_count * p, 9);
@@ -267,7 +267,7 @@ fn prefetch(test: &str, pages: Pages, regions: Vec<u64>, chunk: u64, plan: [(u64
     }
     let faults = m.faults;
     assert_hashes(
-        &s.peer.start_hash(0, s.size, 2).unwrap().wait().unwrap(),
+        &s.vmm.start_hash(0, s.size, 2).unwrap().wait().unwrap(),
         &model,
         0,
         s.size,
@@ -283,7 +283,7 @@ fn prefetch(test: &str, pages: Pages, regions: Vec<u64>, chunk: u64, plan: [(u64
 }
 
 /// Graduation straight after some removes, reads and writes: every Missing page populated,
-/// the regions unregistered, then the peer runs with no handler at all and every byte must
+/// the regions unregistered, then the vmm runs with no handler at all and every byte must
 /// still be right (a page left Missing would read zeros, a removed one must).
 fn graduation(test: &str, pages: Pages, regions: Vec<u64>, plan: [(u64, u64); 3]) {
     let config = EngineConfig {
@@ -294,27 +294,27 @@ fn graduation(test: &str, pages: Pages, regions: Vec<u64>, plan: [(u64, u64); 3]
     let mut model = model_image(s.size, s.page);
     let p = s.page;
     let [(rm, rm_count), (read, read_count), (write, write_count)] = plan;
-    s.peer.madvise_dontneed(rm * p, rm_count * p).unwrap();
+    s.vmm.madvise_dontneed(rm * p, rm_count * p).unwrap();
     model.zero(rm * p, rm_count * p);
-    s.peer
+    s.vmm
         .touch(Touch::read(read * p, read_count * p, 2))
         .unwrap();
-    s.peer
+    s.vmm
         .touch(Touch::write(write * p, write_count * p, 2, 3))
         .unwrap();
     model.touch_write(write * p, write_count * p, 3);
     let Served {
-        peer, engine, size, ..
+        vmm, engine, size, ..
     } = s;
     engine.close(CloseWhen::Graduate).expect("graduate");
-    let flags = peer.pagemap(0, size).unwrap();
+    let flags = vmm.pagemap(0, size).unwrap();
     for (i, f) in flags.iter().enumerate() {
         let page = i as u64 * BLOCK / p;
         let removed = (rm..rm + rm_count).contains(&page);
         assert_eq!(f.present(), !removed, "block {i} (page {page}) present");
     }
     assert_hashes(
-        &peer.start_hash(0, size, 2).unwrap().wait().unwrap(),
+        &vmm.start_hash(0, size, 2).unwrap().wait().unwrap(),
         &model,
         0,
         size,

@@ -61,10 +61,10 @@ impl Script {
 
     fn run(&mut self, op: &Op) {
         let p = self.s.page;
-        let peer = &self.s.peer;
+        let vmm = &self.s.vmm;
         match *op {
             Op::Read(first, count) => {
-                let report = peer.touch(Touch::read(first * p, count * p, 2)).unwrap();
+                let report = vmm.touch(Touch::read(first * p, count * p, 2)).unwrap();
                 assert_eq!(
                     report.checksum,
                     self.bytes.read_checksum(first * p, count * p, 1)
@@ -72,29 +72,29 @@ impl Script {
                 self.read(first..first + count);
             }
             Op::TouchWrite(first, count, seed) => {
-                peer.touch(Touch::write(first * p, count * p, 2, seed))
+                vmm.touch(Touch::write(first * p, count * p, 2, seed))
                     .unwrap();
                 self.bytes.touch_write(first * p, count * p, seed);
                 self.written(first * p, count * p);
             }
             Op::Bytes(offset, ref data) => {
-                peer.write(offset, data).unwrap();
+                vmm.write(offset, data).unwrap();
                 self.bytes.write(offset, data);
                 self.written(offset, data.len() as u64);
             }
             Op::Fill(offset, len, byte) => {
-                peer.fill(offset, len, byte).unwrap();
+                vmm.fill(offset, len, byte).unwrap();
                 self.bytes.write(offset, &vec![byte; len as usize]);
                 self.written(offset, len);
             }
             Op::Remove(first, count) => {
-                peer.madvise_dontneed(first * p, count * p).unwrap();
+                vmm.madvise_dontneed(first * p, count * p).unwrap();
                 self.bytes.zero(first * p, count * p);
                 self.states[first as usize..(first + count) as usize].fill(PageState::Removed);
             }
             Op::Hash => {
                 let size = self.s.size;
-                let hashes = peer.start_hash(0, size, 2).unwrap().wait().unwrap();
+                let hashes = vmm.start_hash(0, size, 2).unwrap().wait().unwrap();
                 assert_hashes(&hashes, &self.bytes, 0, size);
                 self.read(0..self.s.pages());
             }
@@ -143,7 +143,7 @@ impl Script {
             assert_eq!(got, want, "state of page {page}");
         }
         assert_eq!(sets, self.sets(), "page sets");
-        let flags = s.peer.pagemap(0, s.size).unwrap();
+        let flags = s.vmm.pagemap(0, s.size).unwrap();
         for (block, f) in flags.iter().enumerate() {
             let page = block as u64 * BLOCK / s.page;
             // An absent page's uffd-wp bit is the kernel's business: zapping a protected

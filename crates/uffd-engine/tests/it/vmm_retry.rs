@@ -18,8 +18,8 @@ use uffd_engine::RetryPolicy;
 
 const HUGE: u64 = 2 * MIB;
 
-/// A peer served from a source whose reads of `page` fail `failures` times.
-fn flaky_peer(
+/// A vmm served from a source whose reads of `page` fail `failures` times.
+fn flaky_vmm(
     test: &str,
     pages: Pages,
     regions: Vec<u64>,
@@ -42,7 +42,7 @@ fn flaky_peer(
     (s, flaky.expect("wrapped"))
 }
 
-/// Eight peer threads fault one page whose source read fails twice: one source read per
+/// Eight vmm threads fault one page whose source read fails twice: one source read per
 /// retry cycle, two cycles within a bound of two (had each faulting thread counted a cycle,
 /// the bound would be blown), each cycle waiting its backoff, and every thread reads the
 /// right bytes.
@@ -56,11 +56,11 @@ fn retry_cycles_per_page(test: &str, pages: Pages, regions: Vec<u64>, page: u64)
         },
         ..EngineConfig::default()
     };
-    let (s, flaky) = flaky_peer(test, pages, regions, page, 2, config);
+    let (s, flaky) = flaky_vmm(test, pages, regions, page, 2, config);
     let model = model_image(s.size, s.page);
     let p = s.page;
     let touch = Touch::read(page * p, p, 8).split(Split::Shared);
-    let report = s.peer.touch(touch).unwrap();
+    let report = s.vmm.touch(touch).unwrap();
     assert_eq!(report.accesses, 8);
     assert_eq!(report.checksum, model.read_checksum(page * p, p, 8));
     // Two failed cycles, each woken only after its backoff: a lower bound by design.
@@ -78,7 +78,7 @@ fn retry_cycles_per_page(test: &str, pages: Pages, regions: Vec<u64>, page: u64)
         3,
         "one source read per cycle"
     );
-    assert_hashes(&s.peer.hash(0, s.size).unwrap(), &model, 0, s.size);
+    assert_hashes(&s.vmm.hash(0, s.size).unwrap(), &model, 0, s.size);
     s.finish();
 }
 
@@ -94,7 +94,7 @@ fn retry_cycles_per_page_2m() {
     }
 }
 
-/// With a single reader, a failing page's one-second backoff parks nobody: while four peer
+/// With a single reader, a failing page's one-second backoff parks nobody: while four vmm
 /// threads wait for it, another page's fault is served at once.
 fn backoff_parks_no_reader(test: &str, pages: Pages, regions: Vec<u64>, page: u64, other: u64) {
     let backoff = Duration::from_secs(1);
@@ -107,17 +107,17 @@ fn backoff_parks_no_reader(test: &str, pages: Pages, regions: Vec<u64>, page: u6
         },
         ..EngineConfig::default()
     };
-    let (s, flaky) = flaky_peer(test, pages, regions, page, 1, config);
+    let (s, flaky) = flaky_vmm(test, pages, regions, page, 1, config);
     let model = model_image(s.size, s.page);
     let p = s.page;
     let failing = s
-        .peer
+        .vmm
         .start_touch(Touch::read(page * p, p, 4).split(Split::Shared))
         .unwrap();
     until("the source failure", || {
         flaky.failures_left.load(Ordering::SeqCst) == 0
     });
-    let report = s.peer.touch(Touch::read(other * p, p, 1)).unwrap();
+    let report = s.vmm.touch(Touch::read(other * p, p, 1)).unwrap();
     assert_eq!(report.checksum, model.word(other * p));
     let served_in = Duration::from_nanos(report.elapsed_ns);
     assert!(

@@ -14,7 +14,7 @@ mod races {
     use crate::common::parker::Parker;
     use crate::common::vmm::{MIB, Pages, TIMEOUT, hugepages_or_skip, model_image, serve};
 
-    /// A peer thread reads `page`; the reader serving it parks at `point` (settle read lock
+    /// A vmm thread reads `page`; the reader serving it parks at `point` (settle read lock
     /// held, state already read as Missing); the VMM madvises the page away and the madvise
     /// returns; the installer goes on. Afterwards the page reads zeros.
     fn remove_during_install(
@@ -32,10 +32,10 @@ mod races {
         let s = serve(test, pages, regions, config);
         let model = model_image(s.size, s.page);
         let p = s.page;
-        let touch = s.peer.start_touch(Touch::read(page * p, p, 1)).unwrap();
+        let touch = s.vmm.start_touch(Touch::read(page * p, p, 1)).unwrap();
         parker.wait_parked();
         // The other reader reads the REMOVE; the VMM zaps the (absent) page and returns.
-        s.peer
+        s.vmm
             .start_madvise_dontneed(page * p, p)
             .unwrap()
             .wait_timeout(TIMEOUT)
@@ -45,7 +45,7 @@ mod races {
         let word = touch.wait().unwrap().checksum;
         assert!(word == 0 || word == model.word(page * p), "{word:#x}");
         // The madvise returned before this read: zeros, whatever the install did.
-        let bytes = s.peer.read(page * p, 64).unwrap();
+        let bytes = s.vmm.read(page * p, 64).unwrap();
         assert!(
             bytes.iter().all(|&b| b == 0),
             "the page freed by madvise holds snapshot bytes again: {:02x?}",

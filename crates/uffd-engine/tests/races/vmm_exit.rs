@@ -14,9 +14,9 @@ use uffd_engine::EngineConfig;
 
 const HUGE: u64 = 2 * MIB;
 
-/// A peer thread faults `page`; the reader serving it is parked just before its COPY; the
-/// peer is killed and reaped; released, the COPY meets ESRCH.
-fn peer_gone_during_install(test: &str, pages: Pages, regions: Vec<u64>, page: u64) {
+/// A vmm thread faults `page`; the reader serving it is parked just before its COPY; the
+/// vmm is killed and reaped; released, the COPY meets ESRCH.
+fn vmm_gone_during_install(test: &str, pages: Pages, regions: Vec<u64>, page: u64) {
     let (hook, parker) = Parker::new(
         HookPoint::BeforeInstall,
         page * pages.bytes(),
@@ -28,13 +28,13 @@ fn peer_gone_during_install(test: &str, pages: Pages, regions: Vec<u64>, page: u
     };
     let s = serve(test, pages, regions, config);
     let p = s.page;
-    let touch = s.peer.start_touch(Touch::read(page * p, p, 1)).unwrap();
+    let touch = s.vmm.start_touch(Touch::read(page * p, p, 1)).unwrap();
     parker.wait_parked();
-    s.peer.kill().unwrap();
-    // The touch ends with the peer, not with a timeout.
+    s.vmm.kill().unwrap();
+    // The touch ends with the vmm, not with a timeout.
     match touch.wait() {
         Err(VmmError::Exited { .. }) => {}
-        other => panic!("the touch of a killed peer answered {other:?}"),
+        other => panic!("the touch of a killed vmm answered {other:?}"),
     }
     assert!(exited_within(&s.watch, TIMEOUT));
     parker.release();
@@ -42,13 +42,13 @@ fn peer_gone_during_install(test: &str, pages: Pages, regions: Vec<u64>, page: u
 }
 
 #[test]
-fn peer_gone_during_install_4k() {
-    peer_gone_during_install("gone-install-4k", Pages::Base, vec![2 * MIB, MIB], 600);
+fn vmm_gone_during_install_4k() {
+    vmm_gone_during_install("gone-install-4k", Pages::Base, vec![2 * MIB, MIB], 600);
 }
 
 #[test]
-fn peer_gone_during_install_2m() {
-    if hugepages_or_skip("peer_gone_during_install_2m", 2) {
-        peer_gone_during_install("gone-install-2m", Pages::Huge, vec![HUGE, HUGE], 1);
+fn vmm_gone_during_install_2m() {
+    if hugepages_or_skip("vmm_gone_during_install_2m", 2) {
+        vmm_gone_during_install("gone-install-2m", Pages::Huge, vec![HUGE, HUGE], 1);
     }
 }

@@ -2,7 +2,7 @@
 //! memory file, every byte verified from several threads, balloon removes read as zeros,
 //! writes, two snapshots over the control socket (the second holding only later writes), a
 //! second daemon restoring the written generation (replaying the recorded working set) for a
-//! new peer that verifies every byte, and a third generation over that one. 4 KiB pages, and
+//! new vmm that verifies every byte, and a third generation over that one. 4 KiB pages, and
 //! 2 MiB pages where hugepages are free; KVM vCPUs where /dev/kvm is usable; prefetch with
 //! fault-around.
 
@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Daemon, HUGE, MIB, Model, PAGE, TIMEOUT, TestDir, exit_code, free_hugepages, kvm_peer,
-    model_image, peer, skip, verify,
+    Daemon, HUGE, MIB, Model, PAGE, TIMEOUT, TestDir, exit_code, free_hugepages, kvm_vmm,
+    model_image, skip, start_vmm, verify,
 };
 use test_vmm::{Touch, VmmProcess};
 
@@ -40,13 +40,13 @@ fn expect_exit(daemon: Daemon, code: i32) -> String {
     stderr
 }
 
-/// Balloon removes, writes and two snapshots on a restored peer; returns the final model.
-fn run_workload(daemon: &Daemon, peer: &VmmProcess, model: &mut Model, page: u64) {
+/// Balloon removes, writes and two snapshots on a restored vmm; returns the final model.
+fn run_workload(daemon: &Daemon, vmm: &VmmProcess, model: &mut Model, page: u64) {
     let size = model.size();
     // Every page, from several threads at once.
-    let report = peer.touch(Touch::read(0, size, 4)).unwrap();
+    let report = vmm.touch(Touch::read(0, size, 4)).unwrap();
     assert_eq!(report.accesses, size / page);
-    verify(daemon, peer, model);
+    verify(daemon, vmm, model);
 
     // Balloon inflate: the ranges read as zeros afterwards (one across regions 1 and 2).
     let (a, b) = if page == HUGE {
@@ -55,29 +55,28 @@ fn run_workload(daemon: &Daemon, peer: &VmmProcess, model: &mut Model, page: u64
         (MIB..2 * MIB, 5 * MIB..7 * MIB)
     };
     for r in [&a, &b] {
-        peer.madvise_dontneed(r.start, r.end - r.start).unwrap();
+        vmm.madvise_dontneed(r.start, r.end - r.start).unwrap();
         model.zero(r.start, r.end - r.start);
     }
-    peer.touch(Touch::read(a.start, a.end - a.start, 2))
-        .unwrap();
-    verify(daemon, peer, model);
+    vmm.touch(Touch::read(a.start, a.end - a.start, 2)).unwrap();
+    verify(daemon, vmm, model);
 
     // Writes: a write touch, bytes across the region 1/2 boundary, a fill into a removed
     // range.
     let mut dirty = BTreeSet::new();
     let w = 0..MIB.max(page);
-    peer.touch(Touch::write(w.start, w.end - w.start, 3, 7))
+    vmm.touch(Touch::write(w.start, w.end - w.start, 3, 7))
         .unwrap();
     model.touch_write(w.start, w.end - w.start, 7);
     dirty.extend(pages_of(w.start, w.end - w.start, page));
     let bytes: Vec<u8> = (0..10).map(|i| 0xa0 + i).collect();
-    peer.write(6 * MIB - 3, &bytes).unwrap();
+    vmm.write(6 * MIB - 3, &bytes).unwrap();
     model.write(6 * MIB - 3, &bytes);
     dirty.extend(pages_of(6 * MIB - 3, 10, page));
-    peer.fill(a.start + 8192, 3 * PAGE, 0xab).unwrap();
+    vmm.fill(a.start + 8192, 3 * PAGE, 0xab).unwrap();
     model.write(a.start + 8192, &[0xab; 3 * PAGE as usize]);
     dirty.extend(pages_of(a.start + 8192, 3 * PAGE, page));
-    verify(daemon, peer, model);
+    verify(daemon, vmm, model);
 
     let first = daemon.control("snapshot");
     assert_eq!(first["generation"], 1, "{first}");
@@ -97,7 +96,7 @@ fn run_workload(daemon: &Daemon, peer: &VmmProcess, model: &mut Model, page: u64
     } else {
         3 * MIB..3 * MIB + 64 * PAGE
     };
-    peer.touch(Touch::write(later.start, later.end - later.start, 2, 9))
+    vmm.touch(Touch::write(later.start, later.end - later.start, 2, 9))
         .unwrap();
     model.touch_write(later.start, later.end - later.start, 9);
     let second = daemon.control("snapshot");
@@ -113,7 +112,7 @@ fn run_workload(daemon: &Daemon, peer: &VmmProcess, model: &mut Model, page: u64
     );
     assert!(stats["metrics"]["faults"].as_u64().unwrap() > 0, "{stats}");
     assert!(stats["time_to_first_fault_ms"].is_number(), "{stats}");
-    verify(daemon, peer, model);
+    verify(daemon, vmm, model);
 }
 
 fn dirty_in(dirty: &BTreeSet<u64>, range: &std::ops::Range<u64>, page: u64) -> u64 {
@@ -148,7 +147,7 @@ fn snapshot_loop(test: &str, page: u64, hugetlb: bool) {
             "2",
         ],
     );
-    let vmm = peer(&daemon, sizes(), hugetlb);
+    let vmm = start_vmm(&daemon, sizes(), hugetlb);
     run_workload(&daemon, &vmm, &mut model, page);
     assert!(vmm.exit().unwrap().success());
     let stderr = expect_exit(daemon, 0);
@@ -173,7 +172,7 @@ fn snapshot_loop(test: &str, page: u64, hugetlb: bool) {
             path(&next),
         ],
     );
-    let vmm = peer(&daemon, sizes(), hugetlb);
+    let vmm = start_vmm(&daemon, sizes(), hugetlb);
     verify(&daemon, &vmm, &model);
     // One more generation, over generation 2.
     let len = MIB.max(page);
@@ -186,7 +185,7 @@ fn snapshot_loop(test: &str, page: u64, hugetlb: bool) {
     expect_exit(daemon, 0);
 
     let daemon = Daemon::start_at(&dir, "vmm3.sock", &["--snapshot-dir", path(&next)]);
-    let vmm = peer(&daemon, sizes(), hugetlb);
+    let vmm = start_vmm(&daemon, sizes(), hugetlb);
     verify(&daemon, &vmm, &model);
     assert!(vmm.exit().unwrap().success());
     expect_exit(daemon, 0);
@@ -199,7 +198,7 @@ fn snapshot_loop_4k() {
 
 #[test]
 fn snapshot_loop_2m() {
-    // Two peers with 8 MiB each at most at once (one per daemon, in turn).
+    // Two vmms with 8 MiB each at most at once (one per daemon, in turn).
     let free = free_hugepages();
     if free < 4 {
         skip(
@@ -229,7 +228,7 @@ fn kvm_guest_restores_through_the_daemon() {
             path(&generation),
         ],
     );
-    let Some(vmm) = kvm_peer(test, &daemon, sizes(), 2) else {
+    let Some(vmm) = kvm_vmm(test, &daemon, sizes(), 2) else {
         return;
     };
     let size = model.size();
@@ -249,7 +248,7 @@ fn kvm_guest_restores_through_the_daemon() {
     expect_exit(daemon, 0);
 
     let daemon = Daemon::start_at(&dir, "vmm2.sock", &["--snapshot-dir", path(&generation)]);
-    let Some(vmm) = kvm_peer(test, &daemon, sizes(), 2) else {
+    let Some(vmm) = kvm_vmm(test, &daemon, sizes(), 2) else {
         return;
     };
     assert_eq!(
@@ -283,7 +282,7 @@ fn prefetch_all_with_fault_around_serves_every_byte() {
             path(&stats_json),
         ],
     );
-    let vmm = peer(&daemon, sizes(), false);
+    let vmm = start_vmm(&daemon, sizes(), false);
     // Demand faults race the prefetch.
     verify(&daemon, &vmm, &model);
     let deadline = Instant::now() + TIMEOUT;
@@ -338,7 +337,7 @@ fn blocks_larger_than_pages_round_the_diff_out() {
             path(&generation),
         ],
     );
-    let vmm = peer(&daemon, sizes(), false);
+    let vmm = start_vmm(&daemon, sizes(), false);
     // Block 0: one page written, the rest never touched (Missing).
     vmm.touch(Touch::write(5 * PAGE, PAGE, 1, 4)).unwrap();
     model.touch_write(5 * PAGE, PAGE, 4);
@@ -356,7 +355,7 @@ fn blocks_larger_than_pages_round_the_diff_out() {
     expect_exit(daemon, 0);
 
     let daemon = Daemon::start_at(&dir, "vmm2.sock", &["--snapshot-dir", path(&generation)]);
-    let vmm = peer(&daemon, sizes(), false);
+    let vmm = start_vmm(&daemon, sizes(), false);
     verify(&daemon, &vmm, &model);
     assert!(vmm.exit().unwrap().success());
     expect_exit(daemon, 0);

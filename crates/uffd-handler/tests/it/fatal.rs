@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::{
-    Daemon, MIB, Model, PAGE, TIMEOUT, TestDir, assert_hashes, exit_code, model_image, peer,
+    Daemon, MIB, Model, PAGE, TIMEOUT, TestDir, assert_hashes, exit_code, model_image, start_vmm,
 };
 use test_vmm::{Touch, VmmError};
 
@@ -41,7 +41,7 @@ fn start(test: &str, on_fatal: &str) -> (TestDir, Daemon, Model) {
 #[test]
 fn a_failing_source_gets_the_vmm_killed() {
     let (_dir, daemon, model) = start("fatal-kill", "kill");
-    let vmm = peer(&daemon, vec![2 * MIB, 2 * MIB], false);
+    let vmm = start_vmm(&daemon, vec![2 * MIB, 2 * MIB], false);
     // Within the budget: served right.
     let hashes = vmm.hash(0, 16 * PAGE).unwrap();
     assert_hashes(&hashes, &model, 0, 16 * PAGE);
@@ -69,7 +69,7 @@ fn a_failing_source_gets_the_vmm_killed() {
 #[test]
 fn on_fatal_exit_leaves_the_vmm_blocked_never_fed_zeros() {
     let (_dir, daemon, model) = start("fatal-exit", "exit");
-    let vmm = peer(&daemon, vec![2 * MIB, 2 * MIB], false);
+    let vmm = start_vmm(&daemon, vec![2 * MIB, 2 * MIB], false);
     let hashes = vmm.hash(0, 16 * PAGE).unwrap();
     assert_hashes(&hashes, &model, 0, 16 * PAGE);
     let touch = vmm.start_touch(Touch::read(0, 4 * MIB, 2)).unwrap();

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Daemon, MIB, Model, PAGE, TIMEOUT, TestDir, exit_code, model_image, peer, verify_all,
+    Daemon, MIB, Model, PAGE, TIMEOUT, TestDir, exit_code, model_image, start_vmm, verify_all,
 };
 use rustix::process::Signal;
 use test_vmm::{Split, Touch};
@@ -48,9 +48,9 @@ fn vmm_killed_mid_restore_is_noticed_within_a_second() {
     let dir = TestDir::new("killed");
     let (memory, model) = image(&dir, 16 * MIB);
     let daemon = Daemon::start(&dir, &["--memory-file", path(&memory)]);
-    let vmm = peer(&daemon, vec![8 * MIB, 8 * MIB], false);
+    let vmm = start_vmm(&daemon, vec![8 * MIB, 8 * MIB], false);
     vmm.touch(Touch::read(0, MIB, 2)).unwrap();
-    // Mid-restore: several threads faulting the same pages while the peer dies.
+    // Mid-restore: several threads faulting the same pages while the vmm dies.
     let touch = vmm
         .start_touch(Touch::read(0, 16 * MIB, 4).split(Split::Shared))
         .unwrap();
@@ -62,7 +62,7 @@ fn vmm_killed_mid_restore_is_noticed_within_a_second() {
         daemon.stderr()
     );
     let noticed = killed.elapsed();
-    assert!(touch.wait().is_err(), "a killed peer answered");
+    assert!(touch.wait().is_err(), "a killed vmm answered");
     assert_eq!(vmm.wait().unwrap().signal(), Some(libc::SIGKILL));
     let stderr = expect_exit(daemon, 4, &["was killed by signal 9 (SIGKILL)", "vmm-died"]);
     eprintln!("daemon exited {noticed:?} after the kill");
@@ -174,7 +174,7 @@ fn sigterm_graduates_the_vmm_which_runs_on() {
     let dir = TestDir::new("graduate");
     let (memory, mut model) = image(&dir, 8 * MIB);
     let daemon = Daemon::start(&dir, &["--memory-file", path(&memory), "--dirty-tracking"]);
-    let vmm = peer(&daemon, vec![4 * MIB, 4 * MIB], false);
+    let vmm = start_vmm(&daemon, vec![4 * MIB, 4 * MIB], false);
     vmm.touch(Touch::read(0, 2 * MIB, 2)).unwrap();
     vmm.madvise_dontneed(MIB, MIB).unwrap();
     model.zero(MIB, MIB);
@@ -201,7 +201,7 @@ fn sigterm_with_on_signal_kill_kills_the_vmm() {
         &dir,
         &["--memory-file", path(&memory), "--on-signal", "kill"],
     );
-    let vmm = peer(&daemon, vec![4 * MIB], false);
+    let vmm = start_vmm(&daemon, vec![4 * MIB], false);
     vmm.touch(Touch::read(0, MIB, 1)).unwrap();
     daemon.signal(Signal::INT);
     expect_exit(
@@ -281,7 +281,7 @@ fn keep_listening_serves_a_good_vmm_after_a_bad_one() {
         &daemon.socket,
         r#"[{"base_host_virt_addr":1073741824,"size":8388608,"offset":0,"page_size":4096}]"#,
     );
-    let vmm = peer(&daemon, vec![2 * MIB, 2 * MIB], false);
+    let vmm = start_vmm(&daemon, vec![2 * MIB, 2 * MIB], false);
     verify_all(&vmm, &model);
     assert!(vmm.exit().unwrap().success());
     // The daemon waits for the next VMM until told to stop.

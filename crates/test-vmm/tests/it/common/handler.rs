@@ -1,4 +1,4 @@
-//! A minimal handler for the peer tests: serves faults by COPY from the image (zeros for
+//! A minimal handler for the vmm tests: serves faults by COPY from the image (zeros for
 //! removed pages), applies each batch's REMOVEs first, logs REMOVEs as image ranges.
 
 use std::collections::HashSet;

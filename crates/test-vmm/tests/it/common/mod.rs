@@ -33,7 +33,7 @@ impl SocketDir {
     pub fn new(test: &str) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("peer-{test}-{}-{n}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("vmm-{test}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the socket directory");
         SocketDir { dir }
@@ -69,7 +69,7 @@ pub struct WireRegion {
 /// What the handler received.
 #[derive(Debug)]
 pub struct Handshake {
-    /// The connection (the peer may keep it open).
+    /// The connection (the vmm may keep it open).
     pub stream: UnixStream,
     /// The message's bytes, as text.
     pub json: String,
@@ -92,7 +92,7 @@ pub fn poll_in(fd: impl AsFd, timeout: Duration) -> PollFlags {
     }
 }
 
-/// Accepts the peer's connection and receives its one message (JSON and fds), as the handler
+/// Accepts the vmm's connection and receives its one message (JSON and fds), as the handler
 /// does: a large buffer, room for two fds, MSG_CMSG_CLOEXEC.
 pub fn accept_handshake(listener: &UnixListener) -> Handshake {
     assert!(
@@ -135,15 +135,15 @@ pub fn accept_handshake(listener: &UnixListener) -> Handshake {
     }
 }
 
-/// A peer with `regions` (4 KiB pages unless `hugetlb`) connected to a fresh socket, and what
+/// A vmm with `regions` (4 KiB pages unless `hugetlb`) connected to a fresh socket, and what
 /// the handler received from it.
 pub fn start(test: &str, regions: Vec<u64>, hugetlb: bool) -> (SocketDir, VmmProcess, Handshake) {
     let dir = SocketDir::new(test);
     let config = config(&dir, regions, hugetlb);
     let listener = dir.listen();
-    let peer = VmmProcess::spawn(config).expect("spawn the peer");
+    let vmm = VmmProcess::spawn(config).expect("spawn the vmm");
     let handshake = accept_handshake(&listener);
-    (dir, peer, handshake)
+    (dir, vmm, handshake)
 }
 
 /// The configuration [`start`] uses.
@@ -172,7 +172,7 @@ pub fn model_image(seed: u64, size: u64, page: u64) -> Model {
     Model::new(image_bytes(seed, 0, size), page)
 }
 
-/// Asserts the peer's block hashes equal the model's, naming the first block that differs.
+/// Asserts the vmm's block hashes equal the model's, naming the first block that differs.
 #[track_caller]
 pub fn assert_hashes(got: &[u64], model: &Model, offset: u64, len: u64) {
     let want = model.hashes(offset, len);

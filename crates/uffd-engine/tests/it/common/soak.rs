@@ -3,7 +3,7 @@
 //! against.
 //!
 //! Included by `engine_soak` as `#[path = "common/soak.rs"] mod soak;` beside `mod common;`
-//! and `mod peer;`.
+//! and `mod vmm;`.
 
 #![allow(dead_code, unreachable_pub)]
 

@@ -1,9 +1,9 @@
-//! The engine serving a VMM peer process: `test-vmm` owns the guest memory and the uffd as
+//! The engine serving a VMM process: `test-vmm` owns the guest memory and the uffd as
 //! Firecracker does, hands them over through the real handshake server, and the engine serves
 //! it from an image file. Plus a byte model of the guest memory and the hugepage check.
 //!
-//! Included by the `engine_peer*` and `engine_soak` tests as `#[path = "common/peer.rs"] mod
-//! peer;` beside `mod common;`.
+//! Included by the `engine_peer*` and `engine_soak` tests as `#[path = "common/vmm.rs"] mod
+//! vmm;` beside `mod common;`.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -44,14 +44,14 @@ impl Pages {
     }
 }
 
-/// A peer served by the engine. Fields drop in order: the peer is killed and reaped first,
+/// A vmm served by the engine. Fields drop in order: the vmm is killed and reaped first,
 /// then the engine stops.
 pub struct Served {
-    /// The VMM peer.
-    pub peer: VmmProcess,
+    /// The VMM.
+    pub vmm: VmmProcess,
     /// The engine serving it.
     pub engine: Engine,
-    /// The peer's liveness (holds the handshake connection open, as a v1.12+ VMM expects).
+    /// The vmm's liveness (holds the handshake connection open, as a v1.12+ VMM expects).
     pub watch: PeerWatch,
     /// The guest's page size in bytes.
     pub page: u64,
@@ -68,18 +68,18 @@ impl Served {
     }
 
     /// Asserts the engine never stopped on its own, then closes it the owner's way: kill the
-    /// peer through its pidfd, wait for it, unregister, close.
+    /// vmm through its pidfd, wait for it, unregister, close.
     pub fn finish(self) {
         if let Ok(exit) = self.engine.exits().try_recv() {
             panic!("the engine stopped serving: {exit:?}");
         }
         assert_eq!(self.engine.metrics().fatal, 0);
-        let pid = i32::try_from(self.peer.pid()).expect("pid");
-        let pidfd = open_pidfd(pid).expect("pidfd of the peer");
+        let pid = i32::try_from(self.vmm.pid()).expect("pid");
+        let pidfd = open_pidfd(pid).expect("pidfd of the vmm");
         self.engine
             .close(CloseWhen::KillVmm { pidfd })
             .expect("close");
-        drop(self.peer);
+        drop(self.vmm);
     }
 }
 
@@ -102,8 +102,8 @@ pub fn image_in(dir: &TestDir, size: u64) -> Arc<LayeredSource> {
     Arc::new(LayeredSource::open_memory_file(&path, BLOCK).expect("open the image"))
 }
 
-/// Spawns a peer with `regions` of `pages`, accepts its handshake, and starts the engine on
-/// an image of the peer's size.
+/// Spawns a vmm with `regions` of `pages`, accepts its handshake, and starts the engine on
+/// an image of the vmm's size.
 pub fn serve(test: &str, pages: Pages, regions: Vec<u64>, config: EngineConfig) -> Served {
     serve_with(test, pages, regions, config, |s| s)
 }
@@ -119,26 +119,26 @@ pub fn serve_with(
     let dir = TestDir::new(test);
     let socket = dir.join("h.sock");
     let listener = HandshakeListener::bind(&socket, None).expect("bind the handshake socket");
-    let mut peer_config = VmmConfig::new(test_vmm::binary(), &socket, regions).timeout(TIMEOUT);
+    let mut vmm_config = VmmConfig::new(test_vmm::binary(), &socket, regions).timeout(TIMEOUT);
     if pages == Pages::Huge {
-        peer_config = peer_config.hugetlb();
+        vmm_config = vmm_config.hugetlb();
     }
-    let peer = VmmProcess::spawn(peer_config).expect("spawn the peer");
-    let size = peer.image_size();
-    let conn = listener.accept(TIMEOUT).expect("the peer connects");
+    let vmm = VmmProcess::spawn(vmm_config).expect("spawn the vmm");
+    let size = vmm.image_size();
+    let conn = listener.accept(TIMEOUT).expect("the vmm connects");
     let handshake =
         receive_handshake(conn, TIMEOUT, size, &PeerPolicy::any()).expect("the handshake");
     assert_eq!(handshake.layout.page_size(), pages.size());
     assert_eq!(
         u32::try_from(handshake.peer.pid).ok(),
-        Some(peer.pid()),
-        "the handshake came from the peer"
+        Some(vmm.pid()),
+        "the handshake came from the vmm"
     );
     let uffd = Uffd::adopt(handshake.uffd, Features::EVENT_REMOVE).expect("adopt the uffd");
     let source = wrap(image_in(&dir, size));
     let engine = Engine::start(uffd, handshake.layout, source, config).expect("start the engine");
     Served {
-        peer,
+        vmm,
         engine,
         watch: handshake.watch,
         page: pages.bytes(),
@@ -147,7 +147,7 @@ pub fn serve_with(
     }
 }
 
-/// Whether the peer's pidfd says it exited within `timeout`.
+/// Whether the vmm's pidfd says it exited within `timeout`.
 pub fn exited_within(watch: &PeerWatch, timeout: Duration) -> bool {
     watch.pidfd().is_some_and(|fd| {
         let mut fds = [rustix::event::PollFd::new(
@@ -167,7 +167,7 @@ pub fn model_image(size: u64, page: u64) -> Model {
     Model::new(image_bytes(size).to_vec(), page)
 }
 
-/// Asserts the peer's block hashes equal the model's, naming the first block that differs and
+/// Asserts the vmm's block hashes equal the model's, naming the first block that differs and
 /// what it holds instead (zeros or image bytes).
 #[track_caller]
 pub fn assert_hashes(got: &[u64], model: &Model, offset: u64, len: u64) {

@@ -41,7 +41,7 @@ pub fn model_image(seed: u64, size: u64, page: u64) -> Model {
     Model::new(bytes, page)
 }
 
-/// Asserts the peer's block hashes of `[offset, offset + len)` equal the model's, naming the
+/// Asserts the vmm's block hashes of `[offset, offset + len)` equal the model's, naming the
 /// first block that differs.
 #[track_caller]
 pub fn assert_hashes(got: &[u64], model: &Model, offset: u64, len: u64) {
@@ -61,9 +61,9 @@ pub fn assert_hashes(got: &[u64], model: &Model, offset: u64, len: u64) {
 
 /// Hashes the whole guest memory from several threads and checks every byte.
 #[track_caller]
-pub fn verify_all(peer: &VmmProcess, model: &Model) {
+pub fn verify_all(vmm: &VmmProcess, model: &Model) {
     let size = model.size();
-    let hashes = peer
+    let hashes = vmm
         .start_hash(0, size, 4)
         .expect("start hash")
         .wait()
@@ -73,9 +73,9 @@ pub fn verify_all(peer: &VmmProcess, model: &Model) {
 
 /// [`verify_all`], and on failure the serving daemon's live statistics in the message.
 #[track_caller]
-pub fn verify(daemon: &Daemon, peer: &VmmProcess, model: &Model) {
+pub fn verify(daemon: &Daemon, vmm: &VmmProcess, model: &Model) {
     let size = model.size();
-    match peer
+    match vmm
         .start_hash(0, size, 4)
         .and_then(|pending| pending.wait())
     {
@@ -264,28 +264,28 @@ pub fn exit_code(status: ExitStatus, stderr: &str) -> i32 {
     }
 }
 
-/// A peer (4 KiB pages unless `hugetlb`) connected to the daemon's socket.
-pub fn peer(daemon: &Daemon, regions: Vec<u64>, hugetlb: bool) -> VmmProcess {
-    VmmProcess::spawn(peer_config(daemon, regions, hugetlb))
-        .unwrap_or_else(|e| panic!("spawn the peer: {e}\n{}", daemon.stderr()))
+/// A vmm (4 KiB pages unless `hugetlb`) connected to the daemon's socket.
+pub fn start_vmm(daemon: &Daemon, regions: Vec<u64>, hugetlb: bool) -> VmmProcess {
+    VmmProcess::spawn(vmm_config(daemon, regions, hugetlb))
+        .unwrap_or_else(|e| panic!("spawn the vmm: {e}\n{}", daemon.stderr()))
 }
 
-/// The configuration [`peer`] uses.
-pub fn peer_config(daemon: &Daemon, regions: Vec<u64>, hugetlb: bool) -> VmmConfig {
+/// The configuration [`vmm`] uses.
+pub fn vmm_config(daemon: &Daemon, regions: Vec<u64>, hugetlb: bool) -> VmmConfig {
     let config = VmmConfig::new(test_vmm::binary(), &daemon.socket, regions).timeout(TIMEOUT);
     if hugetlb { config.hugetlb() } else { config }
 }
 
-/// A KVM peer, or `None` (after a SKIP line) where /dev/kvm is unusable.
-pub fn kvm_peer(test: &str, daemon: &Daemon, regions: Vec<u64>, vcpus: u32) -> Option<VmmProcess> {
-    let mut config = peer_config(daemon, regions, false);
+/// A KVM vmm, or `None` (after a SKIP line) where /dev/kvm is unusable.
+pub fn kvm_vmm(test: &str, daemon: &Daemon, regions: Vec<u64>, vcpus: u32) -> Option<VmmProcess> {
+    let mut config = vmm_config(daemon, regions, false);
     config.kvm_vcpus = vcpus;
     match VmmProcess::spawn(config) {
-        Ok(peer) => Some(peer),
+        Ok(vmm) => Some(vmm),
         Err(VmmError::Startup { stage, message, .. }) if stage == "kvm" => {
             skip(test, &format!("no usable KVM: {message}"));
             None
         }
-        Err(e) => panic!("spawn the KVM peer: {e}"),
+        Err(e) => panic!("spawn the KVM vmm: {e}"),
     }
 }
