@@ -6,16 +6,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-/// What kind of fault waits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum FaultKind {
-    /// A read of a missing page.
-    Read,
-    /// A write to a missing page.
-    Write,
-    /// A write to a write-protected page.
-    WriteProtect,
-}
+use crate::fault::FaultKind;
 
 impl FaultKind {
     /// Missing-page reads and writes share a slot (a write supersedes a read); WP has its own.

@@ -13,6 +13,7 @@ use parking_lot::{Mutex, RwLock};
 use uffd_core::{Range, RegisterMode, Uffd, WriteProtectMode};
 
 use crate::layout::GuestLayout;
+use crate::locks::{Exclusive, Locks};
 use crate::metrics::{self, MetricsSnapshot};
 use crate::prefetch::{self, PrefetchHandle};
 use crate::reader;
@@ -104,14 +105,11 @@ impl Engine {
             })?;
         let (exit_tx, exits) = bounded(1);
         let shared = Arc::new(Shared {
-            uffd,
+            locks: Locks::new(uffd),
             layout: RwLock::new(layout),
             page_size,
             tracker,
             source,
-            settle: RwLock::new(()),
-            reading: RwLock::new(()),
-            closed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             wp: config.dirty_tracking,
             zeros: vec![0u8; zero_buffer_len(page_size.bytes(), config.fault_around_pages)]
@@ -183,7 +181,7 @@ impl Engine {
     /// thread resumes as soon as its page is installed, a moment before the record; call this
     /// before reading states or metrics that must include that fault.
     pub fn settle(&self) {
-        drop(self.shared.settle.write());
+        self.shared.locks.wait_for_installs();
     }
 
     /// A snapshot of the counters and the service latency histogram.
@@ -240,8 +238,7 @@ impl Engine {
         if !self.shared.wp {
             return Err(EngineError::NoDirtyTracking);
         }
-        let _settled = self.shared.settle.write();
-        let _no_removes = self.shared.reading.write();
+        let _exclusive = self.shared.locks.exclusive();
         Ok(self.collect_sets())
     }
 
@@ -272,17 +269,16 @@ impl Engine {
         if !self.shared.wp {
             return Err(EngineError::NoDirtyTracking);
         }
-        let _settled = self.shared.settle.write();
-        let _no_removes = self.shared.reading.write();
+        let exclusive = self.shared.locks.exclusive();
         let sets = self.collect_sets();
         for span in &sets.dirty {
-            self.reprotect(span.clone())?;
+            self.reprotect(&exclusive, span.clone())?;
         }
         self.shared.tracker.reset_generation_all();
         Ok(sets)
     }
 
-    fn reprotect(&self, span: Span<u64>) -> Result<(), EngineError> {
+    fn reprotect(&self, exclusive: &Exclusive<'_>, span: Span<u64>) -> Result<(), EngineError> {
         let layout = self.shared.layout.read();
         for region in layout.regions() {
             let lo = span.start.max(region.offset);
@@ -295,7 +291,7 @@ impl Engine {
                 hi - lo,
                 self.shared.page_size,
             )?;
-            let outcome = self.shared.uffd.writeprotect(range, WriteProtectMode::WP);
+            let outcome = exclusive.writeprotect(range, WriteProtectMode::WP);
             if !outcome.is_complete() {
                 return Err(EngineError::Reprotect {
                     range,
@@ -344,13 +340,10 @@ impl Engine {
             }
             CloseWhen::OwnerGuarantees => self.stop(),
         }
-        let _settled = self.shared.settle.write();
-        self.shared.closed.store(true, Ordering::Release);
-        for region in self.shared.layout.read().regions() {
-            if let Ok(range) = region.range() {
-                let _ = self.shared.uffd.unregister(range);
-            }
-        }
+        let ranges: Vec<Range> = (self.shared.layout.read().regions().iter())
+            .filter_map(|region| region.range().ok())
+            .collect();
+        self.shared.locks.exclusive().close(ranges);
         Ok(())
         // The uffd closes when the last reference to the shared state goes, here: every
         // thread holding one has been joined.

@@ -1,12 +1,15 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod claim;
 mod config;
 mod deferred;
 mod engine;
 mod error;
+mod fault;
 mod hooks;
 mod layout;
+mod locks;
 mod metrics;
 mod prefetch;
 mod reader;

@@ -205,7 +205,7 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
     if claim.pages().end() > end {
         let _beyond = claim.split_off(end);
     }
-    let mut claim = super::serve::clip_to_region(shared, claim, page);
+    let mut claim = crate::claim::clip_to_region(shared, claim, page);
     let first = claim.pages().start();
     let pages = claim.pages().len();
     let piece = match shared.source.chunk(first * bytes, pages * bytes) {
@@ -239,13 +239,12 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
         crate::hooks::HookPoint::BeforeBarrier,
         first * bytes,
     );
-    let guard = shared.settle.read();
-    if shared.closed.load(Ordering::Acquire) {
+    let Some(settled) = shared.locks.settled() else {
         return end;
-    }
+    };
     // The read gate, from the state check to the record: no REMOVE is read meanwhile (the VMM
     // zaps a removed range once its REMOVE is read, and a COPY into it would succeed).
-    let gate = shared.reading.read();
+    let installing = settled.gate();
     // A REMOVE may have landed since the claim: install only the leading Missing pages.
     let missing = claim
         .pages()
@@ -271,9 +270,7 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
     } else {
         uffd_core::CopyMode::empty()
     };
-    let outcome = shared
-        .uffd
-        .copy(dst, &data[..(missing * bytes) as usize], mode);
+    let outcome = installing.copy(dst, &data[..(missing * bytes) as usize], mode);
     let done = outcome.done / bytes;
     if done > 0 {
         if let Ok(rest) = claim.split_off(first + done) {
@@ -284,8 +281,8 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
             drop(rest);
         }
     }
-    drop(gate);
-    drop(guard);
+    drop(installing);
+    drop(settled);
     match outcome.status {
         Status::Complete => first + missing,
         Status::Again => {

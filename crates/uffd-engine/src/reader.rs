@@ -11,9 +11,10 @@ use page_tracker::PageRange;
 use rustix::event::{PollFd, PollFlags};
 use uffd_core::{Event, EventBuffer};
 
-use crate::deferred::{Due, FaultKind};
+use crate::deferred::Due;
+use crate::fault::{Fault, FaultKind};
 use crate::metrics::Metrics;
-use crate::serve::{Fault, Scratch, serve, wake};
+use crate::serve::{Scratch, serve, wake_page};
 use crate::shared::Shared;
 
 pub(crate) fn run(shared: Arc<Shared>) {
@@ -31,9 +32,9 @@ pub(crate) fn run(shared: Arc<Shared>) {
         removes.clear();
         // The madvising thread resumes as soon as its REMOVE is read and zaps the range; until
         // the REMOVE is recorded, no other reader may read a fault that could follow it, and
-        // no install may pass its last state check (see `Shared::reading`).
-        let reading = shared.reading.write();
-        match shared.uffd.read_events(&mut batch) {
+        // no install may pass its last state check (see `crate::locks`).
+        let reading = shared.locks.reading();
+        match reading.read_events(&mut batch) {
             Ok(events) => {
                 for event in events {
                     classify(&shared, event, &mut faults, &mut removes);
@@ -55,8 +56,8 @@ pub(crate) fn run(shared: Arc<Shared>) {
         if !faults.is_empty() {
             shared.demand_active.fetch_add(1, Ordering::AcqRel);
             Metrics::add(&shared.metrics.faults, faults.len() as u64);
-            for fault in &faults {
-                serve(&shared, *fault, &mut scratch);
+            for fault in faults.drain(..) {
+                serve(&shared, fault, &mut scratch);
             }
             shared.demand_active.fetch_sub(1, Ordering::AcqRel);
         }
@@ -72,8 +73,9 @@ fn wait_readable(shared: &Shared) {
         .lock()
         .next_due()
         .map(|at| crate::time::timespec(at.saturating_duration_since(Instant::now())));
+    let uffd = shared.locks.poll_fd();
     let mut fds = [
-        PollFd::new(&shared.uffd, PollFlags::IN),
+        PollFd::new(&uffd, PollFlags::IN),
         PollFd::new(&shared.stop_fd, PollFlags::IN),
     ];
     let _ = rustix::event::poll(&mut fds, timeout.as_ref());
@@ -90,7 +92,7 @@ fn classify(shared: &Shared, event: Event, faults: &mut Vec<Fault>, removes: &mu
                 FaultKind::Read
             };
             let addr = shared.page_size.align_down(pf.address);
-            faults.push(Fault { addr, kind });
+            faults.push(Fault::new(addr, kind));
         }
         Event::Remove { start, end } | Event::Unmap { start, end } => {
             // UNMAP: the range is gone; marking it removed makes any later fault there (a new
@@ -155,8 +157,10 @@ fn run_due(shared: &Shared, due: &mut Vec<Due>, scratch: &mut Scratch) {
     shared.deferred.lock().take_due(Instant::now(), due);
     for entry in due.drain(..) {
         match entry {
-            Due::Fault { addr, kind } => serve(shared, Fault { addr, kind }, scratch),
-            Due::Wake { addr } => wake(shared, addr),
+            Due::Fault { addr, kind } => serve(shared, Fault::new(addr, kind), scratch),
+            Due::Wake { addr } => {
+                wake_page(shared, addr);
+            }
         }
     }
 }
@@ -169,6 +173,6 @@ pub(crate) fn wake_all_deferred(shared: &Shared) {
         let addr = match entry {
             Due::Fault { addr, .. } | Due::Wake { addr } => addr,
         };
-        wake(shared, addr);
+        wake_page(shared, addr);
     }
 }

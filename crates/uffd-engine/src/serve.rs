@@ -4,25 +4,19 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use page_tracker::{Access, Claim, PageState, StateSet, WriteMark};
+use page_tracker::{Access, Claim, PageState, WriteMark};
 use snapshot_format::Chunk;
 use uffd_core::{CopyMode, Outcome, PageSize, Range, Status, WriteProtectMode, ZeropageMode};
 
 use crate::EngineExit;
-use crate::deferred::FaultKind;
+use crate::claim;
+use crate::fault::{Fault, FaultKind, Finish};
 use crate::hooks::hook;
+use crate::locks::Installing;
 use crate::metrics::Metrics;
 use crate::retry::Verdict;
 use crate::shared::Shared;
 use crate::source::read_into;
-
-/// A fault read from the uffd (or taken back from the deferred queue).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Fault {
-    /// Page-aligned host address.
-    pub(crate) addr: u64,
-    pub(crate) kind: FaultKind,
-}
 
 /// A buffer for pages whose bytes span several source pieces.
 pub(crate) struct Scratch(Vec<u8>);
@@ -47,15 +41,15 @@ enum Bytes<'a> {
 
 pub(crate) fn serve(shared: &Shared, fault: Fault, scratch: &mut Scratch) {
     let started = Instant::now();
-    let Some(offset) = shared.image_offset(fault.addr) else {
+    let Some(offset) = shared.image_offset(fault.addr()) else {
         // Not guest memory we know: wake, so the thread is never left waiting on us.
-        tracing::warn!(addr = fault.addr, "fault outside the layout");
+        tracing::warn!(addr = fault.addr(), "fault outside the layout");
         Metrics::add(&shared.metrics.discarded, 1);
-        wake(shared, fault.addr);
+        wake(shared, fault);
         return;
     };
     let page = offset / shared.page_bytes();
-    match fault.kind {
+    match fault.kind() {
         FaultKind::WriteProtect => serve_wp(shared, fault, page),
         FaultKind::Read | FaultKind::Write => serve_missing(shared, fault, page, scratch),
     }
@@ -69,62 +63,20 @@ fn access(kind: FaultKind) -> Access {
     }
 }
 
-fn claim_for<'t>(shared: &'t Shared, fault: Fault, page: u64) -> Option<Claim<'t>> {
-    let tracker = &shared.tracker;
-    let window = shared.config.fault_around_pages;
-    if fault.kind == FaultKind::Read
-        && window > 1
-        && tracker.state(page).ok() == Some(PageState::Missing)
-        && let Ok(Some(run)) = tracker.try_claim_run(page, window, StateSet::MISSING)
-    {
-        return Some(clip_to_region(shared, run, page));
-    }
-    tracker.try_claim(page).ok().flatten()
-}
-
-/// Clips a run claim to the region holding `page` (a window may span two regions of the
-/// image whose host ranges are apart: no COPY covers both). The pages cut off are released.
-pub(crate) fn clip_to_region<'t>(shared: &Shared, mut claim: Claim<'t>, page: u64) -> Claim<'t> {
-    let Some((first, end)) = shared.region_pages(page) else {
-        return claim;
-    };
-    if claim.pages().end() > end {
-        let _beyond = claim.split_off(end);
-    }
-    if claim.pages().start() < first
-        && let Ok(rest) = claim.split_off(first)
-    {
-        claim = rest;
-    }
-    claim
-}
-
-/// Shrinks a run claim to its one page `page`, releasing the rest.
-fn narrow(mut claim: Claim<'_>, page: u64) -> Claim<'_> {
-    if claim.pages().len() == 1 {
-        return claim;
-    }
-    let Ok(mut single) = claim.split_off(page) else {
-        return claim;
-    };
-    drop(claim);
-    let _rest = single.split_off(page + 1);
-    single
-}
-
 fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch) {
-    let Some(mut claim) = claim_for(shared, fault, page) else {
+    let Some(mut claim) = claim::for_fault(shared, fault.kind(), page) else {
         // Another attempt holds the page; it ends in an install or a wake, but retry this one
         // after it, in case the page is zapped again in between.
-        shared.defer(fault.addr, fault.kind);
+        shared.defer(fault);
         return;
     };
     // Checked with the claim held: a failing attempt schedules its wake before it releases
     // the claim, so this sees it, and no second attempt starts before the backoff ends.
     if shared.retrying.load(Ordering::Acquire) > 0
-        && shared.deferred.lock().wake_pending(fault.addr)
+        && shared.deferred.lock().wake_pending(fault.addr())
     {
         // A source failure's backoff is running for this page; its wake serves this waiter.
+        fault.finish(Finish::WakeScheduled);
         return;
     }
     let page_bytes = shared.page_bytes();
@@ -144,13 +96,13 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
                     // A hole: zeros come from a buffer that holds one fault-around window of
                     // base pages (one page on hugetlbfs); a longer run serves the page alone.
                     if pages.len() * page_bytes > shared.zeros.len() as u64 {
-                        claim = narrow(claim, page);
+                        claim = claim::narrow(claim, page);
                     }
                     Bytes::Zero
                 }
                 Ok(_) => {
                     // The run crosses source pieces: serve the faulting page alone.
-                    claim = narrow(claim, page);
+                    claim = claim::narrow(claim, page);
                     match read_into(&*shared.source, page * page_bytes, &mut scratch.0) {
                         Ok(()) => Bytes::Assembled,
                         Err(e) => return source_failed(shared, fault, page, e.0),
@@ -167,10 +119,10 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
         crate::hooks::HookPoint::BeforeBarrier,
         page * page_bytes,
     );
-    let guard = shared.settle.read();
-    if shared.closed.load(Ordering::Acquire) {
+    let Some(settled) = shared.locks.settled() else {
+        fault.finish(Finish::Closing);
         return;
-    }
+    };
     (claim, bytes) = fit(shared, claim, bytes, page);
     hook(
         shared,
@@ -184,32 +136,33 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
     );
     // The last state check, under the read gate: a REMOVE read since the check above (its
     // range perhaps zapped already) is recorded by now, and none is read until the COPY ends.
-    let gate = shared.reading.read();
+    let installing = settled.gate();
     (claim, bytes) = fit(shared, claim, bytes, page);
     let Some(dst) = shared.host_range(claim.pages().start(), claim.pages().len()) else {
-        drop(gate);
-        drop(guard);
+        drop(installing);
+        drop(settled);
         Metrics::add(&shared.metrics.discarded, 1);
-        wake(shared, fault.addr);
+        wake(shared, fault);
         return;
     };
-    let access = access(fault.kind);
+    let access = access(fault.kind());
     // Source bytes are copied without waking, and woken once the gate is released: a wake-up
     // inside the gate would keep every reader's read(2) waiting on it (half the throughput
     // of two faulting threads, measured).
     let mode = copy_mode(shared, access) | CopyMode::DONTWAKE;
     let (outcome, from_source) = match bytes {
-        Bytes::Source(src) => (shared.uffd.copy(dst, src, mode), true),
-        Bytes::Assembled => (shared.uffd.copy(dst, &scratch.0, mode), true),
-        Bytes::Zero => (install_zero(shared, dst, access), false),
+        Bytes::Source(src) => (installing.copy(dst, src, mode), true),
+        Bytes::Assembled => (installing.copy(dst, &scratch.0, mode), true),
+        Bytes::Zero => (install_zero(shared, &installing, dst, access), false),
         Bytes::None => {
-            drop(gate);
+            drop(installing);
             Metrics::add(&shared.metrics.already_present, 1);
-            finish_wake(shared, shared.uffd.wake(dst));
+            finish_wake(shared, settled.wake(dst));
+            fault.finish(Finish::Woken);
             return;
         }
     };
-    drop(gate);
+    drop(installing);
     if from_source
         && outcome.done > 0
         && let Ok(installed) = Range::new(dst.start(), outcome.done, shared.page_size)
@@ -222,7 +175,7 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
                 .lock()
                 .push((claim.pages().start(), pages));
         }
-        finish_wake(shared, shared.uffd.wake(installed));
+        finish_wake(shared, settled.wake(installed));
     }
     hook(
         shared,
@@ -237,18 +190,18 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
         record(shared, &claim, access, from_source, page);
         claim = rest;
     }
-    drop(guard);
+    drop(settled);
     drop(claim);
     match outcome.status {
-        Status::Complete => {}
+        Status::Complete => fault.finish(Finish::Installed),
         Status::Exists => {
             Metrics::add(&shared.metrics.already_present, 1);
-            wake(shared, fault.addr);
+            wake(shared, fault);
         }
         // An event is pending, or the copy stopped part-way; the installed prefix is woken,
         // so only a fault outside it waits for the retry.
-        Status::Again if !fault_served => shared.defer(fault.addr, fault.kind),
-        Status::Again => {}
+        Status::Again if !fault_served => shared.defer(fault),
+        Status::Again => fault.finish(Finish::Installed),
         status => outcome_failed(shared, fault, page, outcome, status),
     }
 }
@@ -271,7 +224,7 @@ fn fit<'t, 'b>(
             if claim.pages().len() > 1 && !all_missing(shared, &claim) {
                 // A REMOVE landed in the window since the claim: keep only the faulting page.
                 let start = claim.pages().start();
-                claim = narrow(claim, page);
+                claim = claim::narrow(claim, page);
                 if let Bytes::Source(d) = bytes {
                     let at = ((page - start) * page_bytes) as usize;
                     return (claim, Bytes::Source(&d[at..at + page_bytes as usize]));
@@ -280,9 +233,9 @@ fn fit<'t, 'b>(
             (claim, bytes)
         }
         PageState::Removed | PageState::Zero | PageState::Dirty => {
-            (narrow(claim, page), Bytes::Zero)
+            (claim::narrow(claim, page), Bytes::Zero)
         }
-        PageState::Clean => (narrow(claim, page), Bytes::None),
+        PageState::Clean => (claim::narrow(claim, page), Bytes::None),
     }
 }
 
@@ -304,14 +257,19 @@ fn copy_mode(shared: &Shared, access: Access) -> CopyMode {
 /// One COPY of zeros with MODE_WP under dirty tracking (never ZEROPAGE then WRITEPROTECT:
 /// an EAGAIN between the two leaves a writable page); ZEROPAGE for a plain read; a COPY of
 /// zeros for a write (cheaper than ZEROPAGE plus the COW fault) and on hugetlbfs.
-fn install_zero(shared: &Shared, dst: Range, access: Access) -> Outcome {
+fn install_zero(
+    shared: &Shared,
+    installing: &Installing<'_>,
+    dst: Range,
+    access: Access,
+) -> Outcome {
     let zeros = &shared.zeros[..dst.len() as usize];
     if shared.wp && access == Access::Read {
-        shared.uffd.copy(dst, zeros, CopyMode::WP)
+        installing.copy(dst, zeros, CopyMode::WP)
     } else if access == Access::Read && shared.page_size == PageSize::Base4K {
-        shared.uffd.zeropage(dst, ZeropageMode::empty())
+        installing.zeropage(dst, ZeropageMode::empty())
     } else {
-        shared.uffd.copy(dst, zeros, CopyMode::empty())
+        installing.copy(dst, zeros, CopyMode::empty())
     }
 }
 
@@ -351,18 +309,18 @@ fn serve_wp(shared: &Shared, fault: Fault, page: u64) {
     // The claim keeps this from interleaving with an install still recording the page, which
     // would otherwise record Clean over the write we are about to let through.
     let Ok(Some(_claim)) = shared.tracker.try_claim(page) else {
-        shared.defer(fault.addr, fault.kind);
+        shared.defer(fault);
         return;
     };
     let Some(dst) = shared.host_range(page, 1) else {
         Metrics::add(&shared.metrics.discarded, 1);
-        wake(shared, fault.addr);
+        wake(shared, fault);
         return;
     };
-    let guard = shared.settle.read();
-    if shared.closed.load(Ordering::Acquire) {
+    let Some(settled) = shared.locks.settled() else {
+        fault.finish(Finish::Closing);
         return;
-    }
+    };
     // Dirty before the page becomes writable, so an export never misses the write.
     match shared.tracker.mark_written(page) {
         Ok(WriteMark::Marked | WriteMark::AlreadyDirty) => {}
@@ -371,11 +329,14 @@ fn serve_wp(shared: &Shared, fault: Fault, page: u64) {
         }
         Err(e) => tracing::warn!(page, %e, "WP fault outside the tracker"),
     }
-    let outcome = shared.uffd.writeprotect(dst, WriteProtectMode::empty());
-    drop(guard);
+    let outcome = settled.writeprotect(dst, WriteProtectMode::empty());
+    drop(settled);
     match outcome.status {
-        Status::Complete => Metrics::add(&shared.metrics.wp_resolved, 1),
-        Status::Again => shared.defer(fault.addr, fault.kind),
+        Status::Complete => {
+            Metrics::add(&shared.metrics.wp_resolved, 1);
+            fault.finish(Finish::Unprotected);
+        }
+        Status::Again => shared.defer(fault),
         status => outcome_failed(shared, fault, page, outcome, status),
     }
 }
@@ -397,7 +358,8 @@ fn source_failed(shared: &Shared, fault: Fault, page: u64, error: String) {
     match verdict {
         Verdict::RetryAt(at) => {
             Metrics::add(&shared.metrics.retried, 1);
-            shared.deferred.lock().schedule_wake(fault.addr, at);
+            shared.deferred.lock().schedule_wake(fault.addr(), at);
+            fault.finish(Finish::WakeScheduled);
         }
         Verdict::GiveUp(errors) => {
             let reason = format!(
@@ -405,42 +367,55 @@ fn source_failed(shared: &Shared, fault: Fault, page: u64, error: String) {
                 errors.len()
             );
             shared.fatal(Some(page_offset), reason, errors);
-            wake(shared, fault.addr);
+            wake(shared, fault);
         }
     }
 }
 
 fn outcome_failed(shared: &Shared, fault: Fault, page: u64, outcome: Outcome, status: Status) {
     match status {
-        Status::Gone => shared.exit(EngineExit::VmmGone),
+        Status::Gone => {
+            shared.exit(EngineExit::VmmGone);
+            fault.finish(Finish::VmmGone);
+        }
         Status::NoMapping => {
             // The range was unmapped or unregistered under us: nothing to install into.
             Metrics::add(&shared.metrics.discarded, 1);
-            wake(shared, fault.addr);
+            wake(shared, fault);
         }
         other => {
             let reason = format!(
                 "install at {:#x} (image offset {:#x}) failed: {other:?} after {} of {} bytes",
-                fault.addr,
+                fault.addr(),
                 page * shared.page_bytes(),
                 outcome.done,
                 outcome.requested
             );
             shared.fatal(Some(page * shared.page_bytes()), reason, Vec::new());
-            wake(shared, fault.addr);
+            wake(shared, fault);
         }
     }
 }
 
-/// Wakes the waiters of the page at `addr` (under the settle read lock, so never on a closed fd).
-pub(crate) fn wake(shared: &Shared, addr: u64) {
-    let _guard = shared.settle.read();
-    if shared.closed.load(Ordering::Acquire) {
-        return;
+/// Ends `fault` with a wake of its page: its thread touches the page again and faults anew
+/// if the page is still absent.
+pub(crate) fn wake(shared: &Shared, fault: Fault) {
+    if wake_page(shared, fault.addr()) {
+        fault.finish(Finish::Woken);
+    } else {
+        fault.finish(Finish::Closing);
     }
+}
+
+/// Wakes the waiters of the page at `addr`; `false` if the uffd is closed (which woke them).
+pub(crate) fn wake_page(shared: &Shared, addr: u64) -> bool {
+    let Some(settled) = shared.locks.settled() else {
+        return false;
+    };
     if let Ok(range) = Range::page_containing(addr, shared.page_size) {
-        finish_wake(shared, shared.uffd.wake(range));
+        finish_wake(shared, settled.wake(range));
     }
+    true
 }
 
 fn finish_wake(shared: &Shared, outcome: Outcome) {

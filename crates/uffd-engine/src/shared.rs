@@ -8,35 +8,25 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 use page_tracker::PageTracker;
 use parking_lot::{Mutex, RwLock};
-use uffd_core::{PageSize, Range, Uffd};
+use uffd_core::{PageSize, Range};
 
-use crate::deferred::{DeferredQueue, FaultKind};
+use crate::deferred::DeferredQueue;
+use crate::fault::{Fault, Finish};
 use crate::layout::GuestLayout;
+use crate::locks::Locks;
 use crate::metrics::Metrics;
 use crate::retry::RetryTable;
 use crate::source::PageSource;
 use crate::{EngineConfig, EngineExit, FatalError};
 
 pub(crate) struct Shared {
-    pub(crate) uffd: Uffd,
+    /// The uffd, behind the settle barrier and the read gate (see `crate::locks`).
+    pub(crate) locks: Locks,
     /// Behind a lock only so a REMAP of a whole region can move it; read on every fault.
     pub(crate) layout: RwLock<GuestLayout>,
     pub(crate) page_size: PageSize,
     pub(crate) tracker: PageTracker,
     pub(crate) source: Arc<dyn PageSource>,
-    /// The settle barrier: installs hold it shared from their state check to their record,
-    /// exports and close exclusive (REMOVEs are recorded under the read gate, `reading`).
-    pub(crate) settle: RwLock<()>,
-    /// The read gate. A reader holds it exclusive from its `read(2)` until that batch's
-    /// REMOVEs are recorded, so no other reader can read (and serve) a fault that follows a
-    /// REMOVE not yet recorded. Installs hold it shared from their last state check to the
-    /// end of their COPY: the VMM zaps a removed range as soon as its REMOVE is read, and a
-    /// COPY into the zapped range succeeds, so an install past its state check when a REMOVE
-    /// is read would put snapshot bytes back into a page the guest has just freed. Never held
-    /// across a hook point or a source fetch, so reading events waits for one COPY at most.
-    pub(crate) reading: RwLock<()>,
-    /// Set under the settle write lock when the uffd is about to close: no ioctl after it.
-    pub(crate) closed: AtomicBool,
     pub(crate) stopping: AtomicBool,
     pub(crate) config: EngineConfig,
     /// Whether installs keep pages write-protected (dirty tracking).
@@ -93,10 +83,12 @@ impl Shared {
         Some((region.offset / bytes, (region.offset + region.size) / bytes))
     }
 
-    pub(crate) fn defer(&self, addr: u64, kind: FaultKind) {
+    /// Ends `fault` in the deferred queue, to be served again after the pacing delay.
+    pub(crate) fn defer(&self, fault: Fault) {
         let due = Instant::now() + self.config.defer_pacing;
-        self.deferred.lock().defer(addr, kind, due);
+        self.deferred.lock().defer(fault.addr(), fault.kind(), due);
         Metrics::add(&self.metrics.deferred, 1);
+        fault.finish(Finish::Deferred);
     }
 
     /// Ends serving: the owner learns why from the exit channel; readers stop.

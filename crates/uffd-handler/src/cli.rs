@@ -209,6 +209,19 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{text:?} is not a non-negative duration"))
 }
 
+/// A size in bytes with an optional K, M or G suffix (powers of 1024).
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = digits.parse().map_err(|e| format!("bad size {s:?}: {e}"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size {s:?} overflows"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,17 +279,4 @@ mod tests {
         assert!(parse_size("x").is_err());
         assert!(parse_size("99999999999G").is_err());
     }
-}
-
-/// A size in bytes with an optional K, M or G suffix (powers of 1024).
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let (digits, shift) = match s.as_bytes().last() {
-        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
-        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
-        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    let n: u64 = digits.parse().map_err(|e| format!("bad size {s:?}: {e}"))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("size {s:?} overflows"))
 }

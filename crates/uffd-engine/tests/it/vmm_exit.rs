@@ -13,8 +13,6 @@ use uffd_engine::EngineConfig;
 
 const HUGE: u64 = 2 * MIB;
 
-/// The engine's one exit is `VmmGone`, no fatal error was raised, and it closes.
-
 fn vmm_gone_before_prefetch(test: &str, pages: Pages, regions: Vec<u64>) {
     let s = serve(test, pages, regions, EngineConfig::default());
     s.vmm.touch(Touch::read(0, s.page, 1)).unwrap();
