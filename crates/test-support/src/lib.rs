@@ -4,13 +4,26 @@
 //! the skip is printed past the test harness's output capture and, under `cargo xtask test`,
 //! appended to the run's skip log, whose count and reasons the xtask prints at the end. A skip
 //! is therefore never silent and never counted as a pass in the xtask's summary.
+//!
+//! For userfaultfd tests, [`mapping`] has memory accessed through raw pointers only and a
+//! mapping registered with its own uffd ([`Mapping`], [`Region`]), and [`threads`] a thread
+//! that may block on a fault, waited for with a bound ([`Pending`], [`spawn`]).
 
-#![forbid(unsafe_code)]
+// `mapping` maps and accesses memory (mmap, munmap, raw-pointer loads): the one module allowed
+// unsafe code, each block with its SAFETY argument. Everything else stays free of it.
+#![deny(unsafe_code)]
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+#[allow(unsafe_code)]
+pub mod mapping;
+pub mod threads;
+
+pub use mapping::{Mapping, Region};
+pub use threads::{BLOCKED, Pending, spawn};
 
 /// 4 KiB, the base page size.
 pub const PAGE: u64 = 4096;

@@ -1,21 +1,21 @@
 //! Non-cooperative events with their exact ranges (REMOVE, UNMAP, REMAP), and batched reads:
 //! several messages per `read`, bounded by the buffer, faults ahead of queued events.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::{
-    Mapping, PAGE, Region, assert_complete, next_event, next_fault, pattern, read_batch, readable,
-    spawn, wait_pending,
-};
+use test_support::{Mapping, PAGE, Region, TIMEOUT, spawn};
 use uffd_core::{CopyMode, Event, EventBuffer, Features, RegisterMode, ZeropageMode};
+
+use crate::common::{
+    PAGE_LEN, assert_complete, new_uffd, next_event, next_fault, pattern, read_batch, readable,
+    wait_pending,
+};
 
 #[test]
 fn remove_event_has_the_exact_range_and_the_range_stays_registered() {
     let region = Region::new(4, Features::EVENT_REMOVE, RegisterMode::MISSING);
-    let bytes = pattern(0x1f, 4 * PAGE);
+    let bytes = pattern(0x1f, 4 * PAGE_LEN);
     assert_complete(
         region
             .uffd
@@ -35,21 +35,25 @@ fn remove_event_has_the_exact_range_and_the_range_stays_registered() {
     madvise.wait().expect("madvise");
 
     // Zapped but still registered: the next touch is a MISSING fault again.
-    let reader = region.spawn_read(2 * PAGE + 1);
+    let reader = region.spawn_read(2 * PAGE_LEN + 1);
     assert_eq!(next_fault(&region.uffd).address, region.map.page_addr(2));
     assert_complete(region.uffd.zeropage(region.page(2), ZeropageMode::empty()));
     assert_eq!(reader.wait(), 0);
     // The pages outside the advice kept their bytes.
-    assert_eq!(region.map.read_bytes(0, PAGE), bytes[..PAGE]);
-    assert_eq!(region.map.read_bytes(3 * PAGE, PAGE), bytes[3 * PAGE..]);
+    assert_eq!(region.map.read_bytes(0, PAGE_LEN), bytes[..PAGE_LEN]);
+    assert_eq!(
+        region.map.read_bytes(3 * PAGE_LEN, PAGE_LEN),
+        bytes[3 * PAGE_LEN..]
+    );
 }
 
 #[test]
 fn unmap_event_has_the_exact_range() {
     let region = Region::new(4, Features::EVENT_UNMAP, RegisterMode::MISSING);
     let map = Arc::clone(&region.map);
-    let munmap = spawn("munmap", move || map.unmap_pages(1, 2));
-    assert!(readable(&region.uffd, common::TIMEOUT), "no UNMAP event");
+    // SAFETY: nothing touches pages 1-2 of the mapping while or after they are unmapped.
+    let munmap = spawn("munmap", move || unsafe { map.unmap_pages(1, 2) });
+    assert!(readable(&region.uffd, TIMEOUT), "no UNMAP event");
     // munmap waits for its event to be read.
     munmap.assert_blocked();
     match next_event(&region.uffd) {
@@ -66,7 +70,7 @@ fn unmap_event_has_the_exact_range() {
 
 #[test]
 fn remap_event_has_from_to_and_len_and_the_registration_moves() {
-    let uffd = common::uffd(Features::EVENT_REMAP);
+    let uffd = new_uffd(Features::EVENT_REMAP);
     let map = Mapping::anon(4);
     uffd.register(map.range(), RegisterMode::MISSING)
         .expect("register");
@@ -77,7 +81,7 @@ fn remap_event_has_from_to_and_len_and_the_registration_moves() {
         let mut map = map;
         map.move_to(target).map(|()| map)
     });
-    assert!(readable(&uffd, common::TIMEOUT), "no REMAP event");
+    assert!(readable(&uffd, TIMEOUT), "no REMAP event");
     mremap.assert_blocked();
     match next_event(&uffd) {
         Event::Remap {
@@ -93,10 +97,10 @@ fn remap_event_has_from_to_and_len_and_the_registration_moves() {
     // Faults at the new address reach the same uffd.
     let reader = {
         let map = Arc::clone(&map);
-        spawn("read moved", move || map.read(PAGE + 2))
+        spawn("read moved", move || map.read(PAGE_LEN + 2))
     };
-    assert_eq!(next_fault(&uffd).address, to + PAGE as u64);
-    let bytes = pattern(0x2f, PAGE);
+    assert_eq!(next_fault(&uffd).address, to + PAGE);
+    let bytes = pattern(0x2f, PAGE_LEN);
     assert_complete(uffd.copy(map.page(1), &bytes, CopyMode::empty()));
     assert_eq!(reader.wait(), bytes[2]);
     uffd.unregister(map.range()).expect("unregister");
@@ -105,7 +109,9 @@ fn remap_event_has_from_to_and_len_and_the_registration_moves() {
 #[test]
 fn one_read_returns_several_faults_bounded_by_the_buffer() {
     let region = Region::new(4, Features::empty(), RegisterMode::MISSING);
-    let readers: Vec<_> = (0..4).map(|i| region.spawn_read(i * PAGE + i)).collect();
+    let readers: Vec<_> = (0..4)
+        .map(|i| region.spawn_read(i * PAGE_LEN + i))
+        .collect();
     // All four threads are queued on their faults before anything is read.
     wait_pending(&region.uffd, 4);
 
@@ -127,14 +133,14 @@ fn one_read_returns_several_faults_bounded_by_the_buffer() {
     let expected: BTreeSet<u64> = (0..4).map(|i| region.map.page_addr(i)).collect();
     assert_eq!(addresses, expected);
 
-    let bytes = pattern(0x3f, 4 * PAGE);
+    let bytes = pattern(0x3f, 4 * PAGE_LEN);
     assert_complete(
         region
             .uffd
             .copy(region.pages(0, 4), &bytes, CopyMode::empty()),
     );
     for (i, reader) in readers.into_iter().enumerate() {
-        assert_eq!(reader.wait(), bytes[i * PAGE + i]);
+        assert_eq!(reader.wait(), bytes[i * PAGE_LEN + i]);
     }
 }
 
@@ -145,9 +151,9 @@ fn a_batch_returns_faults_ahead_of_the_remove_queued_before_them() {
     let map = Arc::clone(&region.map);
     let madvise = spawn("madvise", move || map.dontneed(7, 1));
     // The REMOVE is queued (nothing else could make the uffd readable)...
-    assert!(readable(&region.uffd, common::TIMEOUT), "no REMOVE event");
+    assert!(readable(&region.uffd, TIMEOUT), "no REMOVE event");
     // ... then two faults arrive after it.
-    let readers: Vec<_> = (0..2).map(|i| region.spawn_read(i * PAGE)).collect();
+    let readers: Vec<_> = (0..2).map(|i| region.spawn_read(i * PAGE_LEN)).collect();
     wait_pending(&region.uffd, 2);
 
     let mut buf = EventBuffer::new(16);
@@ -161,10 +167,7 @@ fn a_batch_returns_faults_ahead_of_the_remove_queued_before_them() {
         Event::Remove { start, end } => {
             assert_eq!(
                 (start, end),
-                (
-                    region.map.page_addr(7),
-                    region.map.page_addr(7) + PAGE as u64
-                )
+                (region.map.page_addr(7), region.map.page_addr(7) + PAGE)
             );
         }
         ref other => panic!("expected the REMOVE last, got {other:?}"),

@@ -1,19 +1,19 @@
 //! WP_ASYNC + PAGEMAP_SCAN: the kernel resolves write-protect faults itself and the scan
 //! reports exactly the pages written, coalesced, re-protecting them atomically when asked.
 
-mod common;
-
-use common::{Mapping, PAGE, Region, assert_complete, assert_no_events, pattern};
+use test_support::{Mapping, Region};
 use uffd_core::{
     Error, Features, PageSize, PagemapScanner, Range, RegisterMode, Status, WriteProtectMode,
 };
+
+use crate::common::{PAGE_LEN, assert_complete, assert_no_events, pattern};
 
 const PAGES: usize = 16;
 
 /// A populated mapping registered WP on a WP_ASYNC uffd and write-protected as a whole.
 fn armed_region() -> Region {
     let map = Mapping::anon(PAGES);
-    map.write_bytes(0, &pattern(0x70, PAGES * PAGE));
+    map.write_bytes(0, &pattern(0x70, PAGES * PAGE_LEN));
     let region = Region::register(
         map,
         Features::WP_ASYNC | Features::PAGEFAULT_FLAG_WP,
@@ -46,7 +46,7 @@ fn scan_reports_exactly_the_written_pages() {
 
     // Writes never block: the kernel resolves the WP faults and queues nothing.
     for page in [1, 2, 3, 7, 12, 15] {
-        region.map.write(page * PAGE + 5, 0xee);
+        region.map.write(page * PAGE_LEN + 5, 0xee);
     }
     assert_no_events(&region.uffd);
     let expected = [
@@ -64,16 +64,16 @@ fn scan_reports_exactly_the_written_pages() {
     assert_eq!(scan(&mut scanner, &region, true), expected);
     assert_eq!(scan(&mut scanner, &region, true), [], "re-protected");
     // ... and a new write is reported by the next scan.
-    region.map.write(5 * PAGE, 1);
-    region.map.write(6 * PAGE + 4095, 1);
+    region.map.write(5 * PAGE_LEN, 1);
+    region.map.write(6 * PAGE_LEN + 4095, 1);
     assert_eq!(scan(&mut scanner, &region, true), [region.pages(5, 2)]);
     assert_eq!(scan(&mut scanner, &region, true), []);
 
     // Every write landed.
     for page in [1, 2, 3, 7, 12, 15] {
-        assert_eq!(region.map.read(page * PAGE + 5), 0xee);
+        assert_eq!(region.map.read(page * PAGE_LEN + 5), 0xee);
     }
-    assert_eq!(region.map.read(6 * PAGE + 4095), 1);
+    assert_eq!(region.map.read(6 * PAGE_LEN + 4095), 1);
 }
 
 #[test]
@@ -81,7 +81,7 @@ fn scan_appends_and_covers_only_the_asked_range() {
     let region = armed_region();
     let mut scanner = PagemapScanner::open(Some(std::process::id())).expect("open by pid");
     for page in [0, 4, 5, 6, 15] {
-        region.map.write(page * PAGE, 2);
+        region.map.write(page * PAGE_LEN, 2);
     }
     let mut out = vec![region.pages(0, 1)]; // kept: the scanner appends
     scanner
@@ -118,7 +118,7 @@ fn scan_resumes_when_the_region_buffer_fills() {
     // Every other page written: more separate runs than the scanner's 512-region buffer.
     const MANY: usize = 1300;
     let map = Mapping::anon(MANY);
-    map.write_bytes(0, &vec![1; MANY * PAGE]);
+    map.write_bytes(0, &vec![1; MANY * PAGE_LEN]);
     let region = Region::register(
         map,
         Features::WP_ASYNC | Features::PAGEFAULT_FLAG_WP,
@@ -130,7 +130,7 @@ fn scan_resumes_when_the_region_buffer_fills() {
             .writeprotect(region.map.range(), WriteProtectMode::WP),
     );
     for page in (0..MANY).step_by(2) {
-        region.map.write(page * PAGE, 2);
+        region.map.write(page * PAGE_LEN, 2);
     }
     let expected: Vec<Range> = (0..MANY).step_by(2).map(|p| region.pages(p, 1)).collect();
     let mut scanner = PagemapScanner::open(None).expect("open");
@@ -138,7 +138,7 @@ fn scan_resumes_when_the_region_buffer_fills() {
     assert_eq!(scan(&mut scanner, &region, true), []);
     // A contiguous run crossing no boundary of ours comes back as one range.
     for page in 100..700 {
-        region.map.write(page * PAGE, 3);
+        region.map.write(page * PAGE_LEN, 3);
     }
     assert_eq!(scan(&mut scanner, &region, false), [region.pages(100, 600)]);
 }

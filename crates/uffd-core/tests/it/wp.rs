@@ -2,10 +2,10 @@
 //! MODE_WP without WP registered is EINVAL; WRITEPROTECT on an empty PTE protects nothing
 //! without WP_UNPOPULATED.
 
-mod common;
-
-use common::{PAGE, Region, assert_complete, assert_no_events, next_fault, pattern};
+use test_support::{PAGE, Region};
 use uffd_core::{CopyMode, Features, Ioctls, RegisterMode, Status, WriteProtectMode};
+
+use crate::common::{PAGE_LEN, assert_complete, assert_no_events, next_fault, pattern};
 
 #[test]
 fn write_to_a_page_installed_with_mode_wp_raises_a_wp_fault() {
@@ -15,13 +15,13 @@ fn write_to_a_page_installed_with_mode_wp_raises_a_wp_fault() {
         RegisterMode::MISSING | RegisterMode::WP,
     );
     assert!(region.ioctls.contains(Ioctls::WRITEPROTECT | Ioctls::COPY));
-    let bytes = pattern(0x2d, PAGE);
+    let bytes = pattern(0x2d, PAGE_LEN);
     let outcome = region.uffd.copy(region.page(1), &bytes, CopyMode::WP);
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
     // Reading a protected page is fine.
-    assert_eq!(region.map.read_bytes(PAGE, PAGE), bytes);
+    assert_eq!(region.map.read_bytes(PAGE_LEN, PAGE_LEN), bytes);
 
-    let writer = region.spawn_write(PAGE + 10, 0xfe);
+    let writer = region.spawn_write(PAGE_LEN + 10, 0xfe);
     let fault = next_fault(&region.uffd);
     assert_eq!(fault.address, region.map.page_addr(1));
     assert!(fault.is_wp(), "{fault:?}");
@@ -29,7 +29,7 @@ fn write_to_a_page_installed_with_mode_wp_raises_a_wp_fault() {
     assert!(!fault.is_minor(), "{fault:?}");
     writer.assert_blocked();
     assert_eq!(
-        region.map.read(PAGE + 10),
+        region.map.read(PAGE_LEN + 10),
         bytes[10],
         "the write has not landed"
     );
@@ -39,11 +39,11 @@ fn write_to_a_page_installed_with_mode_wp_raises_a_wp_fault() {
         .uffd
         .writeprotect(region.page(1), WriteProtectMode::empty());
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
-    assert_eq!(outcome.done, PAGE as u64);
+    assert_eq!(outcome.done, PAGE);
     writer.wait();
-    assert_eq!(region.map.read(PAGE + 10), 0xfe);
+    assert_eq!(region.map.read(PAGE_LEN + 10), 0xfe);
     // Unprotected now: a second write does not fault.
-    region.map.write(PAGE + 11, 0xfd);
+    region.map.write(PAGE_LEN + 11, 0xfd);
     assert_no_events(&region.uffd);
 }
 
@@ -54,7 +54,7 @@ fn writeprotect_dontwake_leaves_the_writer_waiting() {
         Features::PAGEFAULT_FLAG_WP,
         RegisterMode::MISSING | RegisterMode::WP,
     );
-    let bytes = pattern(0x2e, PAGE);
+    let bytes = pattern(0x2e, PAGE_LEN);
     assert_complete(region.uffd.copy(region.page(0), &bytes, CopyMode::WP));
     let writer = region.spawn_write(3, 0x01);
     assert!(next_fault(&region.uffd).is_wp());
@@ -72,7 +72,7 @@ fn writeprotect_dontwake_leaves_the_writer_waiting() {
 fn copy_mode_wp_on_a_missing_only_range_is_invalid() {
     // known-failures #13: EINVAL on the first fault.
     let region = Region::new(1, Features::PAGEFAULT_FLAG_WP, RegisterMode::MISSING);
-    let bytes = pattern(0x3d, PAGE);
+    let bytes = pattern(0x3d, PAGE_LEN);
     let outcome = region.uffd.copy(region.page(0), &bytes, CopyMode::WP);
     assert_eq!(outcome.status, Status::Invalid, "{outcome:?}");
     assert_eq!(outcome.done, 0);
@@ -100,7 +100,7 @@ fn writeprotect_on_an_empty_pte_protects_nothing_without_wp_unpopulated() {
     );
 
     // A plain COPY later installs the page writable: the write goes through, no WP fault.
-    let bytes = pattern(0x4d, PAGE);
+    let bytes = pattern(0x4d, PAGE_LEN);
     assert_complete(region.uffd.copy(region.page(0), &bytes, CopyMode::empty()));
     region.spawn_write(8, 0xab).wait();
     assert_eq!(region.map.read(8), 0xab);
@@ -131,9 +131,9 @@ fn writeprotect_on_an_empty_pte_holds_with_wp_unpopulated() {
             .writeprotect(region.page(0), WriteProtectMode::empty()),
     );
     writer.wait();
-    let mut expected = vec![0; PAGE];
+    let mut expected = vec![0; PAGE_LEN];
     expected[8] = 0xac;
-    assert_eq!(region.map.read_bytes(0, PAGE), expected);
+    assert_eq!(region.map.read_bytes(0, PAGE_LEN), expected);
 }
 
 #[test]

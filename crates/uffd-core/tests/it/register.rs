@@ -2,17 +2,17 @@
 //! memory cannot take, and what unregistering or closing does to a thread waiting on a fault
 //! (it is woken and reads zeros, silently).
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{Mapping, PAGE, Region, next_fault};
+use test_support::{Mapping, Region, spawn};
 use uffd_core::{Errno, Error, Features, Ioctls, RegisterMode};
+
+use crate::common::{PAGE_LEN, assert_complete, new_uffd, next_fault, pattern};
 
 #[test]
 fn a_range_owned_by_another_uffd_is_busy() {
     let region = Region::new(2, Features::empty(), RegisterMode::MISSING);
-    let other = common::uffd(Features::empty());
+    let other = new_uffd(Features::empty());
     let range = region.map.range();
     match other.register(range, RegisterMode::MISSING) {
         Err(err @ Error::Register { .. }) => {
@@ -41,7 +41,7 @@ fn a_range_owned_by_another_uffd_is_busy() {
 
 #[test]
 fn anonymous_memory_cannot_be_registered_minor() {
-    let uffd = common::uffd(Features::MINOR_SHMEM);
+    let uffd = new_uffd(Features::MINOR_SHMEM);
     let map = Mapping::anon(1);
     match uffd.register(map.range(), RegisterMode::MINOR) {
         Err(Error::Register { errno, .. }) => assert_eq!(errno, Errno::INVAL),
@@ -74,7 +74,7 @@ fn registration_reports_the_ranges_ioctls() {
 #[test]
 fn unregister_wakes_a_waiting_thread_which_reads_zeros() {
     let region = Region::new(1, Features::empty(), RegisterMode::MISSING);
-    let reader = region.spawn_read(PAGE - 1);
+    let reader = region.spawn_read(PAGE_LEN - 1);
     next_fault(&region.uffd);
     reader.assert_blocked();
     region.uffd.unregister(region.page(0)).expect("unregister");
@@ -84,12 +84,12 @@ fn unregister_wakes_a_waiting_thread_which_reads_zeros() {
 #[test]
 fn closing_the_uffd_wakes_a_waiting_thread_which_reads_zeros() {
     let map = Arc::new(Mapping::anon(1));
-    let uffd = common::uffd(Features::empty());
+    let uffd = new_uffd(Features::empty());
     uffd.register(map.range(), RegisterMode::MISSING)
         .expect("register");
     let reader = {
         let map = Arc::clone(&map);
-        common::spawn("read", move || map.read(0))
+        spawn("read", move || map.read(0))
     };
     next_fault(&uffd);
     reader.assert_blocked();
@@ -104,10 +104,10 @@ fn any_uffd_of_the_mm_can_fill_a_range_registered_with_another() {
     // through one uffd fills a range another uffd of the same process owns (tests sharing a
     // process must therefore never copy into addresses they gave back).
     let region = Region::new(1, Features::empty(), RegisterMode::MISSING);
-    let other = common::uffd(Features::empty());
-    let bytes = common::pattern(0x0c, PAGE);
-    common::assert_complete(other.copy(region.page(0), &bytes, uffd_core::CopyMode::empty()));
-    assert_eq!(region.map.read_bytes(0, PAGE), bytes);
+    let other = new_uffd(Features::empty());
+    let bytes = pattern(0x0c, PAGE_LEN);
+    assert_complete(other.copy(region.page(0), &bytes, uffd_core::CopyMode::empty()));
+    assert_eq!(region.map.read_bytes(0, PAGE_LEN), bytes);
     // An unregistered range is refused.
     let plain = Mapping::anon(1);
     let outcome = other.copy(plain.page(0), &bytes, uffd_core::CopyMode::empty());

@@ -1,16 +1,16 @@
 //! UFFDIO_MOVE: anonymous pages move from a populated source to a registered destination,
 //! leaving holes behind.
 
-mod common;
-
-use common::{Mapping, PAGE, Region, assert_complete, next_fault, pattern};
+use test_support::{Mapping, Region};
 use uffd_core::{Features, Ioctls, MoveMode, RegisterMode, Status};
+
+use crate::common::{PAGE_LEN, assert_complete, next_fault, pattern};
 
 const PAGES: usize = 4;
 
 fn setup() -> (Mapping, Region, Vec<u8>) {
     let src = Mapping::anon(PAGES);
-    let bytes = pattern(0xc3, PAGES * PAGE);
+    let bytes = pattern(0xc3, PAGES * PAGE_LEN);
     src.write_bytes(0, &bytes);
     let dst = Region::new(PAGES, Features::MOVE, RegisterMode::MISSING);
     assert!(dst.ioctls.contains(Ioctls::MOVE), "{:?}", dst.ioctls);
@@ -26,17 +26,17 @@ fn move_takes_the_pages_and_leaves_holes() {
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
     assert_eq!(
         (outcome.requested, outcome.done),
-        ((PAGES * PAGE) as u64, (PAGES * PAGE) as u64)
+        ((PAGES * PAGE_LEN) as u64, (PAGES * PAGE_LEN) as u64)
     );
-    assert_eq!(dst.map.read_bytes(0, PAGES * PAGE), bytes);
+    assert_eq!(dst.map.read_bytes(0, PAGES * PAGE_LEN), bytes);
     // The source (not registered) faults in fresh zero pages.
-    assert!(src.read_bytes(0, PAGES * PAGE).iter().all(|&b| b == 0));
+    assert!(src.read_bytes(0, PAGES * PAGE_LEN).iter().all(|&b| b == 0));
 }
 
 #[test]
 fn move_resolves_a_fault() {
     let (src, dst, bytes) = setup();
-    let reader = dst.spawn_read(2 * PAGE + 9);
+    let reader = dst.spawn_read(2 * PAGE_LEN + 9);
     let fault = next_fault(&dst.uffd);
     assert_eq!(fault.address, dst.map.page_addr(2));
     reader.assert_blocked();
@@ -44,7 +44,7 @@ fn move_resolves_a_fault() {
         .uffd
         .move_pages(dst.page(2), src.page_addr(1), MoveMode::empty());
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
-    assert_eq!(reader.wait(), bytes[PAGE + 9]);
+    assert_eq!(reader.wait(), bytes[PAGE_LEN + 9]);
 }
 
 #[test]
@@ -77,11 +77,16 @@ fn move_onto_a_present_page_or_from_a_hole_fails() {
         .uffd
         .move_pages(dst.pages(1, 2), src.page_addr(0), MoveMode::ALLOW_SRC_HOLES);
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
-    assert_eq!(dst.map.read_bytes(2 * PAGE, PAGE), bytes[PAGE..2 * PAGE]);
-    assert_eq!(dst.map.read_bytes(0, PAGE), bytes[..PAGE]);
+    assert_eq!(
+        dst.map.read_bytes(2 * PAGE_LEN, PAGE_LEN),
+        bytes[PAGE_LEN..2 * PAGE_LEN]
+    );
+    assert_eq!(dst.map.read_bytes(0, PAGE_LEN), bytes[..PAGE_LEN]);
     // The skipped page is still missing: a COPY fills it.
-    let outcome = dst
-        .uffd
-        .copy(dst.page(1), &pattern(7, PAGE), uffd_core::CopyMode::empty());
+    let outcome = dst.uffd.copy(
+        dst.page(1),
+        &pattern(7, PAGE_LEN),
+        uffd_core::CopyMode::empty(),
+    );
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
 }

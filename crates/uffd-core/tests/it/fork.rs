@@ -2,15 +2,15 @@
 //! handler (this process) gets `Event::Fork` with a new uffd that serves the grandchild's
 //! faults. Dropping a batch without taking its FORK fd closes it, releasing the grandchild.
 
-mod common;
-
 use std::os::fd::AsFd;
 
-use common::{
-    ChildProc, Mapping, PAGE, child_role, next_event, next_fault, parent_socket, pattern,
-    recv_byte, send_byte, send_fd,
-};
+use test_support::{Mapping, TIMEOUT};
 use uffd_core::{CopyMode, Event, EventBuffer, Features, RegisterMode, Status, Uffd, UffdBuilder};
+
+use crate::common::{
+    ChildProc, PAGE_LEN, assert_no_events, child_role, next_event, next_fault, parent_socket,
+    pattern, readable, recv_byte, send_byte, send_fd,
+};
 
 const FORK_TEST: &str = "fork_event_carries_a_uffd_serving_the_grandchild";
 const DROP_TEST: &str = "dropping_an_unread_fork_event_closes_its_fd";
@@ -34,7 +34,7 @@ fn forking_owner() {
     // held at the fork. fork blocks here until the parent reads the FORK event.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        let byte = map.read(PAGE - 1);
+        let byte = map.read(PAGE_LEN - 1);
         // SAFETY: `_exit` ends the forked process at once, running nothing of the parent's.
         unsafe { libc::_exit(i32::from(byte)) };
     }
@@ -59,7 +59,7 @@ fn fork_event_carries_a_uffd_serving_the_grandchild() {
         forking_owner();
         return;
     }
-    let child = ChildProc::spawn(FORK_TEST, "forking-owner");
+    let child = ChildProc::spawn(module_path!(), FORK_TEST, "forking-owner");
     let (fd, addr) = child.recv_fd::<8>();
     let addr = u64::from_ne_bytes(addr);
     let uffd = Uffd::adopt(fd, Features::EVENT_FORK).expect("adopt");
@@ -77,17 +77,17 @@ fn fork_event_carries_a_uffd_serving_the_grandchild() {
     // The grandchild's fault arrives on the new uffd, at the same address.
     let fault = next_fault(&fork_uffd);
     assert_eq!(fault.address, addr);
-    let bytes = pattern(0x5a, PAGE);
+    let bytes = pattern(0x5a, PAGE_LEN);
     let page = uffd_core::Range::pages(addr, 1, uffd_core::PageSize::Base4K).unwrap();
     let outcome = fork_uffd.copy(page, &bytes, CopyMode::empty());
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
     assert_eq!(
         recv_byte(&child.sock),
-        bytes[PAGE - 1],
+        bytes[PAGE_LEN - 1],
         "the grandchild read what was copied through the FORK uffd"
     );
     // Nothing reached the original uffd.
-    common::assert_no_events(&uffd);
+    assert_no_events(&uffd);
 
     send_byte(&child.sock, b'x');
     let (status, output) = child.finish();
@@ -100,12 +100,12 @@ fn dropping_an_unread_fork_event_closes_its_fd() {
         forking_owner();
         return;
     }
-    let child = ChildProc::spawn(DROP_TEST, "forking-owner");
+    let child = ChildProc::spawn(module_path!(), DROP_TEST, "forking-owner");
     let (fd, _addr) = child.recv_fd::<8>();
     let uffd = Uffd::adopt(fd, Features::EVENT_FORK).expect("adopt");
 
     let mut buf = EventBuffer::new(4);
-    assert!(common::readable(&uffd, common::TIMEOUT), "no FORK event");
+    assert!(readable(&uffd, TIMEOUT), "no FORK event");
     let events = uffd.read_events(&mut buf).expect("read_events");
     assert_eq!(events.len(), 1);
     // Dropped without taking the FORK event: its fd must be closed, which drops the

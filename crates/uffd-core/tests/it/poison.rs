@@ -1,13 +1,13 @@
 //! UFFDIO_POISON: the op itself completes, a poisoned PTE refuses POISON and ZEROPAGE but not
 //! COPY, and touching it kills the toucher with SIGBUS (shown in a child process).
 
-mod common;
-
 use std::os::unix::process::ExitStatusExt;
 
-use common::{ChildProc, PAGE, Region, assert_complete, child_role, pattern};
 use rustix::process::{DumpableBehavior, set_dumpable_behavior};
+use test_support::{PAGE, Region};
 use uffd_core::{CopyMode, Features, PoisonMode, RegisterMode, Status, ZeropageMode};
+
+use crate::common::{ChildProc, PAGE_LEN, assert_complete, child_role, pattern};
 
 const SIGBUS_TEST: &str = "touching_a_poisoned_page_raises_sigbus";
 
@@ -16,7 +16,7 @@ fn toucher_child() {
     let region = Region::new(2, Features::POISON, RegisterMode::MISSING);
     let outcome = region.uffd.poison(region.page(0), PoisonMode::empty());
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
-    assert_eq!(outcome.done, PAGE as u64);
+    assert_eq!(outcome.done, PAGE);
     // No core file for the expected crash.
     set_dumpable_behavior(DumpableBehavior::NotDumpable).expect("PR_SET_DUMPABLE");
     eprintln!("child: poisoned, touching");
@@ -30,7 +30,7 @@ fn touching_a_poisoned_page_raises_sigbus() {
         toucher_child();
         return;
     }
-    let child = ChildProc::spawn(SIGBUS_TEST, "poison-toucher");
+    let child = ChildProc::spawn(module_path!(), SIGBUS_TEST, "poison-toucher");
     let (status, output) = child.finish();
     assert_eq!(
         status.signal(),
@@ -45,10 +45,7 @@ fn poison_completes_and_only_copy_replaces_the_marker() {
     let region = Region::new(4, Features::POISON, RegisterMode::MISSING);
     let outcome = region.uffd.poison(region.pages(0, 2), PoisonMode::empty());
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
-    assert_eq!(
-        (outcome.requested, outcome.done),
-        (2 * PAGE as u64, 2 * PAGE as u64)
-    );
+    assert_eq!((outcome.requested, outcome.done), (2 * PAGE, 2 * PAGE));
 
     // Poisoning a poisoned page: EEXIST (the kernel refuses to overwrite any PTE marker).
     let outcome = region.uffd.poison(region.page(1), PoisonMode::empty());
@@ -65,10 +62,10 @@ fn poison_completes_and_only_copy_replaces_the_marker() {
         "{outcome:?}"
     );
     // COPY does: it treats a marker as an empty PTE, so a poisoned page can be refilled.
-    let refill = pattern(1, PAGE);
+    let refill = pattern(1, PAGE_LEN);
     let outcome = region.uffd.copy(region.page(1), &refill, CopyMode::empty());
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
-    assert_eq!(region.map.read_bytes(PAGE, PAGE), refill);
+    assert_eq!(region.map.read_bytes(PAGE_LEN, PAGE_LEN), refill);
     // A present page cannot be poisoned.
     let outcome = region.uffd.poison(region.page(1), PoisonMode::empty());
     assert_eq!(
@@ -78,14 +75,14 @@ fn poison_completes_and_only_copy_replaces_the_marker() {
     );
 
     // The neighbour is untouched.
-    let bytes = pattern(2, PAGE);
+    let bytes = pattern(2, PAGE_LEN);
     assert_complete(region.uffd.copy(region.page(3), &bytes, CopyMode::empty()));
-    assert_eq!(region.map.read_bytes(3 * PAGE, PAGE), bytes);
+    assert_eq!(region.map.read_bytes(3 * PAGE_LEN, PAGE_LEN), bytes);
 
     // Poisoning up to a present page stops there: the prefix is reported as EAGAIN.
     let outcome = region.uffd.poison(region.pages(2, 2), PoisonMode::empty());
     assert_eq!(outcome.status, Status::Again, "{outcome:?}");
-    assert_eq!(outcome.done, PAGE as u64);
+    assert_eq!(outcome.done, PAGE);
     // Page 2 was poisoned (a missing page would take the poison).
     let outcome = region.uffd.poison(region.page(2), PoisonMode::empty());
     assert_eq!(
@@ -101,5 +98,5 @@ fn poison_is_not_gated_on_the_feature_bit() {
     let region = Region::new(1, Features::empty(), RegisterMode::MISSING);
     let outcome = region.uffd.poison(region.page(0), PoisonMode::empty());
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
-    assert_eq!(outcome.done, PAGE as u64);
+    assert_eq!(outcome.done, PAGE);
 }

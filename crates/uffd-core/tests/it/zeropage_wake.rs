@@ -1,9 +1,9 @@
 //! UFFDIO_ZEROPAGE, and UFFDIO_WAKE releasing a thread that a DONTWAKE install left waiting.
 
-mod common;
-
-use common::{PAGE, Region, assert_complete, next_fault, pattern};
+use test_support::{PAGE, Region};
 use uffd_core::{CopyMode, Features, RegisterMode, Status, ZeropageMode};
+
+use crate::common::{PAGE_LEN, assert_complete, next_fault, pattern};
 
 #[test]
 fn zeropage_maps_zeros_over_the_whole_range() {
@@ -12,16 +12,19 @@ fn zeropage_maps_zeros_over_the_whole_range() {
         .uffd
         .zeropage(region.pages(0, 3), ZeropageMode::empty());
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
-    assert_eq!(
-        (outcome.requested, outcome.done),
-        (3 * PAGE as u64, 3 * PAGE as u64)
+    assert_eq!((outcome.requested, outcome.done), (3 * PAGE, 3 * PAGE));
+    assert!(
+        region
+            .map
+            .read_bytes(0, 3 * PAGE_LEN)
+            .iter()
+            .all(|&b| b == 0)
     );
-    assert!(region.map.read_bytes(0, 3 * PAGE).iter().all(|&b| b == 0));
 
     // Zero pages are present: installing over them is EEXIST, with nothing done.
     let outcome = region
         .uffd
-        .copy(region.page(1), &pattern(1, PAGE), CopyMode::empty());
+        .copy(region.page(1), &pattern(1, PAGE_LEN), CopyMode::empty());
     assert_eq!(
         (outcome.status, outcome.done),
         (Status::Exists, 0),
@@ -36,14 +39,14 @@ fn zeropage_maps_zeros_over_the_whole_range() {
         "{outcome:?}"
     );
     // Writing to a zero page is an ordinary copy-on-write, not a userfault.
-    region.map.write(PAGE + 1, 9);
-    assert_eq!(region.map.read(PAGE + 1), 9);
+    region.map.write(PAGE_LEN + 1, 9);
+    assert_eq!(region.map.read(PAGE_LEN + 1), 9);
 }
 
 #[test]
 fn zeropage_resolves_a_fault() {
     let region = Region::new(2, Features::empty(), RegisterMode::MISSING);
-    let reader = region.spawn_read(PAGE + 33);
+    let reader = region.spawn_read(PAGE_LEN + 33);
     let fault = next_fault(&region.uffd);
     assert_eq!(fault.address, region.map.page_addr(1));
     reader.assert_blocked();
@@ -59,17 +62,17 @@ fn wake_releases_a_thread_left_waiting_by_dontwake() {
     let fault = next_fault(&region.uffd);
     assert_eq!(fault.address, region.map.page_addr(0));
 
-    let bytes = pattern(0x6b, PAGE);
+    let bytes = pattern(0x6b, PAGE_LEN);
     let outcome = region.uffd.copy(region.page(0), &bytes, CopyMode::DONTWAKE);
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
-    assert_eq!(outcome.done, PAGE as u64);
+    assert_eq!(outcome.done, PAGE);
     // The page is there, but nobody woke the reader.
-    assert_eq!(region.map.read_bytes(0, PAGE), bytes);
+    assert_eq!(region.map.read_bytes(0, PAGE_LEN), bytes);
     reader.assert_blocked();
 
     let outcome = region.uffd.wake(region.page(0));
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
-    assert_eq!(outcome.done, PAGE as u64);
+    assert_eq!(outcome.done, PAGE);
     assert_eq!(reader.wait(), bytes[99]);
 }
 
@@ -95,7 +98,7 @@ fn exists_does_not_wake_the_waiter_so_wake_after_exists() {
     let region = Region::new(1, Features::empty(), RegisterMode::MISSING);
     let reader = region.spawn_read(5);
     next_fault(&region.uffd);
-    let bytes = pattern(0x17, PAGE);
+    let bytes = pattern(0x17, PAGE_LEN);
     assert_complete(region.uffd.copy(region.page(0), &bytes, CopyMode::DONTWAKE));
     let outcome = region.uffd.copy(region.page(0), &bytes, CopyMode::empty());
     assert_eq!(

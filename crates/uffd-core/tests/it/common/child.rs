@@ -11,32 +11,44 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-use super::TIMEOUT;
+use test_support::TIMEOUT;
 
 /// The environment variable that makes a re-executed test binary play a child role.
-pub const CHILD_ENV: &str = "UFFD_CORE_TEST_CHILD";
+pub(crate) const CHILD_ENV: &str = "UFFD_CORE_TEST_CHILD";
 
 /// The role this process was re-executed to play, if any.
-pub fn child_role() -> Option<String> {
+pub(crate) fn child_role() -> Option<String> {
     std::env::var(CHILD_ENV).ok()
 }
 
-/// A child process: this test binary re-executed to run only `test` in `role`, with a Unix
+/// The name the test harness knows test `name` of module `module` by (pass
+/// `module_path!()`): its path inside the test binary, without the binary's crate name, which
+/// is what `--exact` matches.
+pub(crate) fn test_path(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// A child process: this test binary re-executed to run only one test in `role`, with a Unix
 /// socket to the parent as its stdin. Killed on drop if still running.
 #[derive(Debug)]
-pub struct ChildProc {
+pub(crate) struct ChildProc {
     child: Option<Child>,
     /// The parent's end of the socket (reads time out after [`TIMEOUT`]).
-    pub sock: UnixStream,
+    pub(crate) sock: UnixStream,
 }
 
 impl ChildProc {
-    /// Spawns the child.
-    pub fn spawn(test: &str, role: &str) -> Self {
+    /// Spawns the child, running test `name` of `module` (the caller's `module_path!()`)
+    /// alone.
+    pub(crate) fn spawn(module: &str, name: &str, role: &str) -> Self {
+        let test = test_path(module, name);
         let (ours, theirs) = UnixStream::pair().expect("socketpair");
         ours.set_read_timeout(Some(TIMEOUT)).expect("SO_RCVTIMEO");
         let child = Command::new(std::env::current_exe().expect("current_exe"))
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .args([&test, "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, role)
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::from(OwnedFd::from(theirs)))
@@ -51,7 +63,7 @@ impl ChildProc {
     }
 
     /// Receives an fd and `N` bytes of data from the child.
-    pub fn recv_fd<const N: usize>(&self) -> (OwnedFd, [u8; N]) {
+    pub(crate) fn recv_fd<const N: usize>(&self) -> (OwnedFd, [u8; N]) {
         let mut data = [0; N];
         let fd = recv_fd(&self.sock, &mut data);
         (fd, data)
@@ -59,7 +71,7 @@ impl ChildProc {
 
     /// Waits (at most [`TIMEOUT`], else kills it and fails) for the child to exit; its status
     /// and everything it printed.
-    pub fn finish(mut self) -> (ExitStatus, String) {
+    pub(crate) fn finish(mut self) -> (ExitStatus, String) {
         // The child's end of the socket closes when it (and any process it forked) exits.
         let mut sink = [0; 64];
         loop {
@@ -72,10 +84,16 @@ impl ChildProc {
         }
         let child = self.child.take().expect("child");
         let out = child.wait_with_output().expect("wait for the child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
         let text = format!(
-            "--- child stdout ---\n{}\n--- child stderr ---\n{}",
-            String::from_utf8_lossy(&out.stdout),
+            "--- child stdout ---\n{stdout}\n--- child stderr ---\n{}",
             String::from_utf8_lossy(&out.stderr)
+        );
+        // A test path that matches nothing would make the child pass without running a
+        // thing: it must have run exactly its one test.
+        assert!(
+            stdout.contains("running 1 test"),
+            "the child did not run exactly one test\n{text}"
         );
         (out.status, text)
     }
@@ -91,13 +109,13 @@ impl Drop for ChildProc {
 }
 
 /// In a child: its socket to the parent (its stdin).
-pub fn parent_socket() -> UnixStream {
+pub(crate) fn parent_socket() -> UnixStream {
     let fd = rustix::io::dup(std::io::stdin()).expect("dup stdin");
     UnixStream::from(fd)
 }
 
 /// Sends `fd` and `data` in one message (SCM_RIGHTS).
-pub fn send_fd(sock: &UnixStream, fd: BorrowedFd<'_>, data: &[u8]) {
+pub(crate) fn send_fd(sock: &UnixStream, fd: BorrowedFd<'_>, data: &[u8]) {
     let fds = [fd];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
@@ -113,7 +131,7 @@ pub fn send_fd(sock: &UnixStream, fd: BorrowedFd<'_>, data: &[u8]) {
 }
 
 /// Receives one fd and exactly `data.len()` bytes (SCM_RIGHTS).
-pub fn recv_fd(sock: &UnixStream, data: &mut [u8]) -> OwnedFd {
+pub(crate) fn recv_fd(sock: &UnixStream, data: &mut [u8]) -> OwnedFd {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let msg = rustix::net::recvmsg(
@@ -139,12 +157,12 @@ pub fn recv_fd(sock: &UnixStream, data: &mut [u8]) -> OwnedFd {
 }
 
 /// Sends one byte.
-pub fn send_byte(mut sock: &UnixStream, byte: u8) {
+pub(crate) fn send_byte(mut sock: &UnixStream, byte: u8) {
     sock.write_all(&[byte]).expect("send a byte");
 }
 
 /// Receives one byte (times out after [`TIMEOUT`] on the parent's end).
-pub fn recv_byte(mut sock: &UnixStream) -> u8 {
+pub(crate) fn recv_byte(mut sock: &UnixStream) -> u8 {
     let mut byte = [0];
     sock.read_exact(&mut byte).expect("receive a byte");
     byte[0]

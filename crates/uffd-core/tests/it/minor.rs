@@ -1,13 +1,13 @@
 //! UFFDIO_CONTINUE: a MINOR fault on a second mapping of a filled memfd is resolved by mapping
 //! the page cache's page, whose bytes the faulting thread then reads.
 
-mod common;
-
 use std::os::fd::{AsFd, OwnedFd};
 
-use common::{Mapping, PAGE, Region, next_fault, pattern};
 use rustix::fs::MemfdFlags;
+use test_support::{Mapping, PAGE, Region};
 use uffd_core::{ContinueMode, Errno, Features, Ioctls, RegisterMode, Status};
+
+use crate::common::{PAGE_LEN, assert_no_events, next_fault, pattern};
 
 const PAGES: usize = 4;
 
@@ -15,12 +15,12 @@ const PAGES: usize = 4;
 /// second mapping registered MINOR.
 fn setup() -> (OwnedFd, Mapping, Region, Vec<u8>) {
     let memfd = rustix::fs::memfd_create("uffd-minor", MemfdFlags::CLOEXEC).expect("memfd");
-    rustix::fs::ftruncate(&memfd, (PAGES * PAGE) as u64).expect("ftruncate");
-    let writer = Mapping::shared(memfd.as_fd(), PAGES * PAGE);
-    let bytes = pattern(0x8c, (PAGES - 1) * PAGE);
+    rustix::fs::ftruncate(&memfd, (PAGES * PAGE_LEN) as u64).expect("ftruncate");
+    let writer = Mapping::shared(memfd.as_fd(), PAGES * PAGE_LEN);
+    let bytes = pattern(0x8c, (PAGES - 1) * PAGE_LEN);
     writer.write_bytes(0, &bytes);
     let region = Region::register(
-        Mapping::shared(memfd.as_fd(), PAGES * PAGE),
+        Mapping::shared(memfd.as_fd(), PAGES * PAGE_LEN),
         Features::MINOR_SHMEM,
         RegisterMode::MINOR,
     );
@@ -35,7 +35,7 @@ fn setup() -> (OwnedFd, Mapping, Region, Vec<u8>) {
 #[test]
 fn continue_resolves_a_minor_fault_with_the_memfds_bytes() {
     let (_memfd, writer, region, bytes) = setup();
-    let reader = region.spawn_read(2 * PAGE + 17);
+    let reader = region.spawn_read(2 * PAGE_LEN + 17);
     let fault = next_fault(&region.uffd);
     assert_eq!(fault.address, region.map.page_addr(2));
     assert!(fault.is_minor(), "{fault:?}");
@@ -46,11 +46,11 @@ fn continue_resolves_a_minor_fault_with_the_memfds_bytes() {
         .uffd
         .continue_minor(region.page(2), ContinueMode::empty());
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
-    assert_eq!(outcome.done, PAGE as u64);
-    assert_eq!(reader.wait(), bytes[2 * PAGE + 17]);
+    assert_eq!(outcome.done, PAGE);
+    assert_eq!(reader.wait(), bytes[2 * PAGE_LEN + 17]);
     assert_eq!(
-        region.map.read_bytes(2 * PAGE, PAGE),
-        bytes[2 * PAGE..3 * PAGE]
+        region.map.read_bytes(2 * PAGE_LEN, PAGE_LEN),
+        bytes[2 * PAGE_LEN..3 * PAGE_LEN]
     );
 
     // Mapped now: a second CONTINUE finds it there.
@@ -64,8 +64,8 @@ fn continue_resolves_a_minor_fault_with_the_memfds_bytes() {
     );
 
     // Both mappings share the page: a write through the registered one shows in the other.
-    region.map.write(2 * PAGE + 1, 0x99);
-    assert_eq!(writer.read(2 * PAGE + 1), 0x99);
+    region.map.write(2 * PAGE_LEN + 1, 0x99);
+    assert_eq!(writer.read(2 * PAGE_LEN + 1), 0x99);
 }
 
 #[test]
@@ -75,10 +75,13 @@ fn continue_maps_several_pages_ahead_of_faults() {
         .uffd
         .continue_minor(region.pages(0, 2), ContinueMode::empty());
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
-    assert_eq!(outcome.done, 2 * PAGE as u64);
+    assert_eq!(outcome.done, 2 * PAGE);
     // Present now, so reading them raises no fault.
-    assert_eq!(region.map.read_bytes(0, 2 * PAGE), bytes[..2 * PAGE]);
-    common::assert_no_events(&region.uffd);
+    assert_eq!(
+        region.map.read_bytes(0, 2 * PAGE_LEN),
+        bytes[..2 * PAGE_LEN]
+    );
+    assert_no_events(&region.uffd);
 }
 
 #[test]

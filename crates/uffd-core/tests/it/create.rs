@@ -1,17 +1,17 @@
 //! Creation on the real kernel: both paths and the fallback policy, fd flags, `UFFDIO_API`
 //! negotiation and probing, adoption, and giving the fd back.
 
-mod common;
-
 use std::os::fd::{AsFd, AsRawFd};
 
-use common::{ChildProc, Mapping, PAGE, child_role, fdinfo, pattern};
 use rustix::fs::OFlags;
 use rustix::io::FdFlags;
+use test_support::Mapping;
 use uffd_core::{
     CopyMode, CreatePolicy, Errno, Error, EventBuffer, Features, Ioctls, Origin, RegisterMode,
     Status, Uffd, UffdBuilder,
 };
+
+use crate::common::{ChildProc, PAGE_LEN, child_role, fdinfo, new_uffd, pattern, test_path};
 
 /// Registers a fresh page with `uffd`, serves it with COPY and reads the bytes back.
 fn assert_works(uffd: &Uffd) {
@@ -20,10 +20,10 @@ fn assert_works(uffd: &Uffd) {
         .register(map.range(), RegisterMode::MISSING)
         .expect("register");
     assert!(ioctls.contains(Ioctls::COPY | Ioctls::WAKE | Ioctls::ZEROPAGE));
-    let bytes = pattern(0x3c, PAGE);
+    let bytes = pattern(0x3c, PAGE_LEN);
     let outcome = uffd.copy(map.page(0), &bytes, CopyMode::empty());
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
-    assert_eq!(map.read_bytes(0, PAGE), bytes);
+    assert_eq!(map.read_bytes(0, PAGE_LEN), bytes);
     uffd.unregister(map.range()).expect("unregister");
 }
 
@@ -144,8 +144,8 @@ fn probe_reports_the_kernels_features() {
             recent - probe.supported
         );
     } else {
-        common::skip(
-            "probe_reports_the_kernels_features (6.8+ part)",
+        test_support::skip(
+            "create::probe_reports_the_kernels_features (6.8+ part)",
             &format!(
                 "kernel {release} predates 6.8; it lacks {:?}",
                 recent - probe.supported
@@ -202,7 +202,7 @@ fn wp_async_enables_wp_unpopulated() {
     assert_eq!(info.features, uffd.features().bits(), "fdinfo: {info:?}");
 
     // Without WP_ASYNC nothing is added.
-    let plain = common::uffd(Features::PAGEFAULT_FLAG_WP | Features::EVENT_REMOVE);
+    let plain = new_uffd(Features::PAGEFAULT_FLAG_WP | Features::EVENT_REMOVE);
     assert_eq!(
         plain.features(),
         Features::PAGEFAULT_FLAG_WP | Features::EVENT_REMOVE
@@ -212,7 +212,7 @@ fn wp_async_enables_wp_unpopulated() {
 
 #[test]
 fn adopting_a_uffd_fd_works() {
-    let original = common::uffd(Features::EVENT_REMOVE);
+    let original = new_uffd(Features::EVENT_REMOVE);
     // A second fd on the same context, as a VMM would send over a socket.
     let dup = rustix::io::fcntl_dupfd_cloexec(&original, 0).expect("dup");
     let adopted = Uffd::adopt(dup, Features::EVENT_REMOVE).expect("adopt");
@@ -225,10 +225,10 @@ fn adopting_a_uffd_fd_works() {
     adopted
         .register(map.range(), RegisterMode::MISSING)
         .expect("register through the adopted fd");
-    let bytes = pattern(0x77, PAGE);
+    let bytes = pattern(0x77, PAGE_LEN);
     let outcome = original.copy(map.page(1), &bytes, CopyMode::empty());
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
-    assert_eq!(map.read_bytes(PAGE, PAGE), bytes);
+    assert_eq!(map.read_bytes(PAGE_LEN, PAGE_LEN), bytes);
     adopted.unregister(map.range()).expect("unregister");
 }
 
@@ -253,7 +253,7 @@ fn adopting_a_pipe_is_refused() {
 
 #[test]
 fn into_fd_gives_the_fd_back_open() {
-    let uffd = common::uffd(Features::empty());
+    let uffd = new_uffd(Features::empty());
     let map = Mapping::anon(1);
     uffd.register(map.range(), RegisterMode::MISSING)
         .expect("register");
@@ -263,10 +263,10 @@ fn into_fd_gives_the_fd_back_open() {
     rustix::io::fcntl_getfd(fd.as_fd()).expect("the fd is still open");
     // Still the same context: the registration survived (closing would have dropped it).
     let uffd = Uffd::adopt(fd, Features::empty()).expect("adopt it again");
-    let bytes = pattern(0x11, PAGE);
+    let bytes = pattern(0x11, PAGE_LEN);
     let outcome = uffd.copy(map.page(0), &bytes, CopyMode::empty());
     assert_eq!(outcome.status, Status::Complete, "{outcome:?}");
-    assert_eq!(map.read_bytes(0, PAGE), bytes);
+    assert_eq!(map.read_bytes(0, PAGE_LEN), bytes);
     uffd.unregister(map.range()).expect("unregister");
 }
 
@@ -287,8 +287,8 @@ fn unprivileged_child() {
         other => panic!("DeviceOnly without permission: {other:?}"),
     }
     if unprivileged_allowed {
-        common::skip(
-            UNPRIVILEGED_TEST,
+        test_support::skip(
+            &test_path(module_path!(), UNPRIVILEGED_TEST),
             "vm.unprivileged_userfaultfd is 1: the refused-syscall cases cannot be shown",
         );
     } else {
@@ -331,7 +331,7 @@ fn without_privilege_the_policy_decides() {
         unprivileged_child();
         return;
     }
-    let child = ChildProc::spawn(UNPRIVILEGED_TEST, "unprivileged");
+    let child = ChildProc::spawn(module_path!(), UNPRIVILEGED_TEST, "unprivileged");
     let (status, output) = child.finish();
     assert!(status.success(), "child failed: {status}\n{output}");
     assert!(

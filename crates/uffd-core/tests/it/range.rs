@@ -1,9 +1,8 @@
 //! `Range` and `PageSize`: misaligned, empty and overflowing ranges are refused with an error
 //! that names the values; 4 KiB and 2 MiB alignment rules.
 
+use test_support::HUGE;
 use uffd_core::{Error, PageSize, Range, RangeError};
-
-const MIB2: u64 = 2 << 20;
 
 #[test]
 fn misaligned_start_is_refused_with_the_values() {
@@ -82,50 +81,50 @@ fn overflowing_range_is_refused() {
 
 #[test]
 fn huge_ranges_need_2mib_alignment() {
-    let ok = Range::new(MIB2 * 3, MIB2 * 2, PageSize::Huge2M).unwrap();
+    let ok = Range::new(HUGE * 3, HUGE * 2, PageSize::Huge2M).unwrap();
     assert_eq!(
         (ok.start(), ok.len(), ok.end()),
-        (MIB2 * 3, MIB2 * 2, MIB2 * 5)
+        (HUGE * 3, HUGE * 2, HUGE * 5)
     );
 
     // 4 KiB-aligned is not enough.
-    let err = Range::new(MIB2 + 0x1000, MIB2, PageSize::Huge2M).unwrap_err();
+    let err = Range::new(HUGE + 0x1000, HUGE, PageSize::Huge2M).unwrap_err();
     assert_eq!(
         err,
         RangeError::Misaligned {
-            start: MIB2 + 0x1000,
-            len: MIB2,
-            page_size: MIB2
+            start: HUGE + 0x1000,
+            len: HUGE,
+            page_size: HUGE
         }
     );
     assert!(err.to_string().contains("2097152"), "{err}");
     assert!(matches!(
-        Range::new(MIB2, 0x1000, PageSize::Huge2M),
+        Range::new(HUGE, 0x1000, PageSize::Huge2M),
         Err(RangeError::Misaligned { .. })
     ));
     // ... though it is for base pages.
-    Range::new(MIB2 + 0x1000, 0x1000, PageSize::Base4K).unwrap();
+    Range::new(HUGE + 0x1000, 0x1000, PageSize::Base4K).unwrap();
 
     assert_eq!(
-        Range::pages(MIB2, 3, PageSize::Huge2M).unwrap().len(),
-        3 * MIB2
+        Range::pages(HUGE, 3, PageSize::Huge2M).unwrap().len(),
+        3 * HUGE
     );
 }
 
 #[test]
 fn page_sizes_and_page_containing() {
     assert_eq!(PageSize::Base4K.bytes(), 4096);
-    assert_eq!(PageSize::Huge2M.bytes(), MIB2);
+    assert_eq!(PageSize::Huge2M.bytes(), HUGE);
     assert_eq!(PageSize::from_bytes(4096), Some(PageSize::Base4K));
-    assert_eq!(PageSize::from_bytes(MIB2), Some(PageSize::Huge2M));
+    assert_eq!(PageSize::from_bytes(HUGE), Some(PageSize::Huge2M));
     assert_eq!(PageSize::from_bytes(8192), None);
-    assert_eq!(PageSize::Huge2M.align_down(MIB2 + 0x1234), MIB2);
+    assert_eq!(PageSize::Huge2M.align_down(HUGE + 0x1234), HUGE);
     assert!(!PageSize::Huge2M.is_aligned(0x1000));
 
     let page = Range::page_containing(0x20_1234, PageSize::Base4K).unwrap();
     assert_eq!((page.start(), page.len()), (0x20_1000, 0x1000));
     let huge = Range::page_containing(0x20_1234, PageSize::Huge2M).unwrap();
-    assert_eq!((huge.start(), huge.len()), (0x20_0000, MIB2));
+    assert_eq!((huge.start(), huge.len()), (0x20_0000, HUGE));
 }
 
 #[test]

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use uffd_core::{Event, EventBuffer, Outcome, PageFault, Status, Uffd};
 
-use super::TIMEOUT;
+use test_support::TIMEOUT;
 
 /// Whether `fd` becomes readable within `timeout`.
-pub fn readable(fd: impl AsFd, timeout: Duration) -> bool {
+pub(crate) fn readable(fd: impl AsFd, timeout: Duration) -> bool {
     let mut fds = [PollFd::new(&fd, PollFlags::IN)];
     let timeout = Timespec::try_from(timeout).expect("timeout");
     loop {
@@ -23,7 +23,7 @@ pub fn readable(fd: impl AsFd, timeout: Duration) -> bool {
 }
 
 /// The poll events `fd` reports within `timeout` when asked for input (empty if none).
-pub fn poll_in(fd: impl AsFd, timeout: Duration) -> PollFlags {
+pub(crate) fn poll_in(fd: impl AsFd, timeout: Duration) -> PollFlags {
     let mut fds = [PollFd::new(&fd, PollFlags::IN)];
     let timeout = Timespec::try_from(timeout).expect("timeout");
     loop {
@@ -36,7 +36,7 @@ pub fn poll_in(fd: impl AsFd, timeout: Duration) -> PollFlags {
 }
 
 /// Waits (at most [`TIMEOUT`]) until `uffd` has something to read, then reads one batch.
-pub fn read_batch(uffd: &Uffd, buf: &mut EventBuffer) -> Vec<Event> {
+pub(crate) fn read_batch(uffd: &Uffd, buf: &mut EventBuffer) -> Vec<Event> {
     assert!(readable(uffd, TIMEOUT), "no uffd event within {TIMEOUT:?}");
     let events: Vec<Event> = uffd.read_events(buf).expect("read_events").collect();
     assert!(
@@ -47,7 +47,7 @@ pub fn read_batch(uffd: &Uffd, buf: &mut EventBuffer) -> Vec<Event> {
 }
 
 /// Waits for exactly one event and returns it.
-pub fn next_event(uffd: &Uffd) -> Event {
+pub(crate) fn next_event(uffd: &Uffd) -> Event {
     let mut buf = EventBuffer::new(16);
     let mut events = read_batch(uffd, &mut buf);
     assert_eq!(events.len(), 1, "expected one event, got {events:?}");
@@ -55,7 +55,7 @@ pub fn next_event(uffd: &Uffd) -> Event {
 }
 
 /// Waits for exactly one event, which must be a page fault.
-pub fn next_fault(uffd: &Uffd) -> PageFault {
+pub(crate) fn next_fault(uffd: &Uffd) -> PageFault {
     match next_event(uffd) {
         Event::PageFault(fault) => fault,
         other => panic!("expected a page fault, got {other:?}"),
@@ -63,7 +63,7 @@ pub fn next_fault(uffd: &Uffd) -> PageFault {
 }
 
 /// Asserts nothing is pending (the uffd must be non-blocking).
-pub fn assert_no_events(uffd: &Uffd) {
+pub(crate) fn assert_no_events(uffd: &Uffd) {
     let mut buf = EventBuffer::new(16);
     let events: Vec<Event> = uffd.read_events(&mut buf).expect("read_events").collect();
     assert!(events.is_empty(), "unexpected events: {events:?}");
@@ -71,17 +71,17 @@ pub fn assert_no_events(uffd: &Uffd) {
 
 /// What `/proc/self/fdinfo` says about a uffd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FdInfo {
+pub(crate) struct FdInfo {
     /// Faults queued and not yet read.
-    pub pending: u64,
+    pub(crate) pending: u64,
     /// Faults queued or read but not yet resolved.
-    pub total: u64,
+    pub(crate) total: u64,
     /// The context's feature bits (the kernel's internal "initialized" bit 31 removed).
-    pub features: u64,
+    pub(crate) features: u64,
 }
 
 /// Parses `/proc/self/fdinfo/<fd>` of a uffd.
-pub fn fdinfo(uffd: &impl std::os::fd::AsRawFd) -> FdInfo {
+pub(crate) fn fdinfo(uffd: &impl std::os::fd::AsRawFd) -> FdInfo {
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", uffd.as_raw_fd()))
         .expect("read fdinfo");
     let field = |name: &str| -> &str {
@@ -101,7 +101,7 @@ pub fn fdinfo(uffd: &impl std::os::fd::AsRawFd) -> FdInfo {
 
 /// Waits (at most [`TIMEOUT`]) until `n` faults are queued unread on `uffd`, as the kernel
 /// reports in fdinfo: the way to know several threads all reached their fault.
-pub fn wait_pending(uffd: &Uffd, n: u64) {
+pub(crate) fn wait_pending(uffd: &Uffd, n: u64) {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let info = fdinfo(uffd);
@@ -118,7 +118,7 @@ pub fn wait_pending(uffd: &Uffd, n: u64) {
 
 /// Asserts an operation did the whole range, showing the outcome if not.
 #[track_caller]
-pub fn assert_complete(outcome: Outcome) {
+pub(crate) fn assert_complete(outcome: Outcome) {
     assert!(
         outcome.status == Status::Complete && outcome.done == outcome.requested,
         "expected a complete operation, got {outcome:?}"
