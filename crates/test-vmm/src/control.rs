@@ -114,7 +114,7 @@ pub struct Touch {
     /// Threads (0 is taken as 1); they start together behind a barrier.
     pub threads: u32,
     /// Read or write.
-    pub access: Access,
+    pub access: TouchAccess,
     /// How the pages are shared among the threads.
     #[serde(default)]
     pub split: Split,
@@ -127,7 +127,7 @@ impl Touch {
             offset,
             len,
             threads,
-            access: Access::Read,
+            access: TouchAccess::Read,
             split: Split::Chunks,
         }
     }
@@ -136,7 +136,7 @@ impl Touch {
     /// own chunk.
     pub fn write(offset: u64, len: u64, threads: u32, seed: u64) -> Self {
         Touch {
-            access: Access::Write { seed },
+            access: TouchAccess::Write { seed },
             ..Touch::read(offset, len, threads)
         }
     }
@@ -150,7 +150,7 @@ impl Touch {
 /// How a touch accesses each page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Access {
+pub enum TouchAccess {
     /// A volatile read of the page's first 8 bytes (a read fault).
     Read,
     /// A volatile store of [`crate::touch_word`]`(seed, page index)` into the page's

@@ -44,8 +44,8 @@ pub use args::{DEFAULT_GAP, VmmArgs};
 pub use binary::{BINARY_ENV, binary};
 pub use config::VmmConfig;
 pub use control::{
-    Access, BLOCK, Command, KvmReport, PageFlags, ReadyInfo, RemoteError, RemoteErrorKind, Reply,
-    Split, Touch, TouchReport, WriteData,
+    BLOCK, Command, KvmReport, PageFlags, ReadyInfo, RemoteError, RemoteErrorKind, Reply, Split,
+    Touch, TouchAccess, TouchReport, WriteData,
 };
 pub use driver::VmmProcess;
 pub use error::VmmError;

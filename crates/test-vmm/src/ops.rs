@@ -5,8 +5,8 @@ use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use crate::control::{
-    Access, BLOCK, Command, MAX_INLINE_BYTES, RemoteError, RemoteErrorKind, Reply, Split, Touch,
-    TouchReport, WriteData, from_hex, to_hex,
+    BLOCK, Command, MAX_INLINE_BYTES, RemoteError, RemoteErrorKind, Reply, Split, Touch,
+    TouchAccess, TouchReport, WriteData, from_hex, to_hex,
 };
 use crate::kvm::KvmGuest;
 use crate::memory::GuestMemory;
@@ -154,8 +154,8 @@ fn touch(mem: &GuestMemory, t: Touch) -> Result<TouchReport, RemoteError> {
         for p in share(t.split, i, n, pages) {
             let offset = t.offset + p * page;
             let word = match t.access {
-                Access::Read => mem.load_word(offset),
-                Access::Write { seed } => {
+                TouchAccess::Read => mem.load_word(offset),
+                TouchAccess::Write { seed } => {
                     let word = touch_word(seed, offset / page);
                     mem.store_word(offset, word);
                     word

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 /// How source failures are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Failed cycles a page may have before the engine raises its fatal signal.
+    /// Failed cycles a page may have before the engine gives up: it reports
+    /// [`EngineExit::Fatal`](crate::EngineExit::Fatal) and wakes the faulting threads.
     pub max_cycles: u32,
     /// Wait after a failure before waking the faulting threads.
     pub backoff: Duration,
@@ -41,7 +42,7 @@ pub(crate) struct RetryTable {
 }
 
 impl RetryTable {
-    /// Records one failed cycle of the page at image offset `page`. One attempt per page is in
+    /// Records one failed cycle of image page `page` (an index, not an offset). One attempt per page is in
     /// flight at a time (the tracker's claim), so N threads faulting one page count once.
     pub(crate) fn failed(
         &mut self,

@@ -31,7 +31,8 @@ pub(crate) struct Shared {
     pub(crate) config: EngineConfig,
     /// Whether installs keep pages write-protected (dirty tracking).
     pub(crate) wp: bool,
-    /// One page of zeros, the source of zero installs by COPY.
+    /// Zeros for one fault-around window of base pages (at most 2 MiB) or one huge page: the
+    /// source of zero installs by COPY (`zero_buffer_len`).
     pub(crate) zeros: Box<[u8]>,
     pub(crate) deferred: Mutex<DeferredQueue>,
     pub(crate) retries: Mutex<RetryTable>,

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use crossbeam_channel::{Sender, bounded};
 use tracing::{debug, info, warn};
 
-use super::events::{Event, EventSender};
+use super::mailbox::{MailboxSender, Message};
 use uffd_handshake::{MAX_SOCKET_PATH, peer_credentials};
 
 /// Longest command line accepted.
@@ -123,7 +123,7 @@ impl ControlSocket {
     }
 
     /// Accepts every pending connection, each served on its own thread.
-    pub(crate) fn accept_pending(&self, events: &EventSender) {
+    pub(crate) fn accept_pending(&self, events: &MailboxSender) {
         loop {
             match self.listener.accept() {
                 Ok((conn, _)) => {
@@ -158,7 +158,7 @@ impl Drop for ControlSocket {
     }
 }
 
-fn serve_connection(conn: UnixStream, events: &EventSender) {
+fn serve_connection(conn: UnixStream, events: &MailboxSender) {
     let own = rustix::process::geteuid().as_raw();
     match peer_credentials(&conn) {
         Ok(peer) if peer.uid == own || peer.uid == 0 => {}
@@ -206,11 +206,11 @@ fn serve_connection(conn: UnixStream, events: &EventSender) {
             // Answered before the main loop hears of it: once it does, the process may exit.
             let _ = writeln!(out, "{}", serde_json::json!({ "stopping": true }));
             let (reply, _) = bounded(1);
-            events.send(Event::Control(ControlRequest { command, reply }));
+            events.send(Message::Control(ControlRequest { command, reply }));
             continue;
         }
         let (reply, answer) = bounded(1);
-        let sent = events.send(Event::Control(ControlRequest { command, reply }));
+        let sent = events.send(Message::Control(ControlRequest { command, reply }));
         let answer = match sent.then(|| answer.recv().ok()).flatten() {
             Some(answer) => answer,
             None => error_line("the daemon is exiting"),

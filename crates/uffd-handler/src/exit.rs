@@ -65,24 +65,24 @@ impl From<DaemonExit> for ExitCode {
 
 /// How the daemon ended: the exit code and the reason, printed last on stderr.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Outcome {
+pub(crate) struct ExitReport {
     /// The exit code.
     pub exit: DaemonExit,
     /// Why, for a human.
     pub reason: String,
 }
 
-impl Outcome {
+impl ExitReport {
     /// An outcome.
     pub(crate) fn new(exit: DaemonExit, reason: impl Into<String>) -> Self {
-        Outcome {
+        ExitReport {
             exit,
             reason: reason.into(),
         }
     }
 }
 
-impl fmt::Display for Outcome {
+impl fmt::Display for ExitReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,

@@ -16,16 +16,16 @@
 mod cli;
 mod config;
 mod control;
-mod events;
 mod exit;
 #[cfg(feature = "test-hooks")]
 mod fail_source;
 mod generation;
-mod peer_exit;
+mod mailbox;
 mod run;
 mod session;
 mod signals;
 mod stats;
+mod vmm_exit;
 mod vmm_memory;
 mod working_set;
 
@@ -36,7 +36,7 @@ use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, CliCommand, ServeArgs};
 
-use exit::{DaemonExit, Outcome};
+use exit::{DaemonExit, ExitReport};
 
 /// Parses the command line (a usage error exits 1, help and version 0) and runs the
 /// subcommand.
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
 
 /// Runs `serve`: sets up logging and signals, checks the flags, serves, and prints the
 /// outcome as the last line on stderr.
-fn serve(args: &ServeArgs) -> Outcome {
+fn serve(args: &ServeArgs) -> ExitReport {
     let outcome = match start_and_serve(args) {
         Ok(outcome) | Err(outcome) => outcome,
     };
@@ -68,8 +68,8 @@ fn serve(args: &ServeArgs) -> Outcome {
     outcome
 }
 
-fn start_and_serve(args: &ServeArgs) -> Result<Outcome, Outcome> {
-    let usage = |message: String| Outcome::new(DaemonExit::Usage, message);
+fn start_and_serve(args: &ServeArgs) -> Result<ExitReport, ExitReport> {
+    let usage = |message: String| ExitReport::new(DaemonExit::Usage, message);
     let filter =
         EnvFilter::try_new(&args.log).map_err(|e| usage(format!("--log {:?}: {e}", args.log)))?;
     let _ = tracing_subscriber::fmt()

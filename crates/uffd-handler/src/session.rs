@@ -25,7 +25,7 @@ const EXIT_WAIT: Duration = Duration::from_secs(10);
 
 /// How a session ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Finish {
+pub(crate) enum SessionClose {
     /// The VMM exited: close the uffd.
     Exited,
     /// Kill the VMM, wait for it, close.
@@ -168,7 +168,7 @@ impl Session {
     }
 
     /// Ends serving as `how` says, and reports.
-    pub(crate) fn finish(self, how: Finish) -> Finished {
+    pub(crate) fn finish(self, how: SessionClose) -> Finished {
         let Session {
             engine,
             watch,
@@ -178,7 +178,7 @@ impl Session {
             peer,
             ..
         } = self;
-        if how == Finish::Kill {
+        if how == SessionClose::Kill {
             // The guest stops faulting at once; the engine is drained after.
             match watch.kill() {
                 Ok(()) => info!(pid = peer.pid, "VMM killed"),
@@ -194,7 +194,7 @@ impl Session {
         let close_error = close(engine, how, pidfd, peer.pid);
         let prefetch = prefetch.and_then(|t| t.join().ok());
         if let Some((path, ranges)) = working_set {
-            if how == Finish::Abandon {
+            if how == SessionClose::Abandon {
                 info!("not writing the working set after a fatal error");
             } else {
                 let page = layout.page_size().bytes();
@@ -217,23 +217,28 @@ impl Session {
 }
 
 /// Closes the uffd when `how` allows it; never while the VMM may still fault.
-fn close(mut engine: Engine, how: Finish, pidfd: Option<OwnedFd>, pid: i32) -> Option<String> {
+fn close(
+    mut engine: Engine,
+    how: SessionClose,
+    pidfd: Option<OwnedFd>,
+    pid: i32,
+) -> Option<String> {
     let when = match (how, pidfd) {
-        (Finish::Abandon, _) => {
+        (SessionClose::Abandon, _) => {
             engine.stop();
             // Keep our copy of the uffd open until the process exits: closing it here would
             // change nothing for a VMM holding its own copy, but nothing may close it early.
             std::mem::forget(engine);
             return None;
         }
-        (Finish::Graduate, _) => CloseWhen::Graduate,
-        (Finish::Exited | Finish::Kill, Some(pidfd)) => CloseWhen::VmmExited {
+        (SessionClose::Graduate, _) => CloseWhen::Graduate,
+        (SessionClose::Exited | SessionClose::Kill, Some(pidfd)) => CloseWhen::VmmExited {
             pidfd,
             timeout: EXIT_WAIT,
         },
         // No pidfd: we only get here once an ioctl found the VMM's memory gone.
-        (Finish::Exited, None) => CloseWhen::OwnerGuarantees,
-        (Finish::Kill, None) => {
+        (SessionClose::Exited, None) => CloseWhen::OwnerGuarantees,
+        (SessionClose::Kill, None) => {
             engine.stop();
             std::mem::forget(engine);
             return Some(format!(

@@ -4,6 +4,9 @@
 //! One thread (this one) owns every decision. It polls the stop signals' signalfd, the VMM's
 //! pidfd, the control socket and an eventfd that the engine's exit and control commands wake.
 
+mod ending;
+mod figures;
+
 use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
@@ -17,15 +20,15 @@ use uffd_core::{Features, Uffd};
 use super::cli::{OnFatal, OnSignal, PrefetchMode};
 use super::config::ServeConfig;
 use super::control::{ControlCommand, ControlRequest, ControlSocket};
-use super::events::{Event, Events};
-use super::exit::{DaemonExit, Outcome};
+use super::exit::{DaemonExit, ExitReport};
 use super::generation::{NextGeneration, SnapshotSummary};
-use super::peer_exit::vmm_end;
-use super::session::{Finish, Finished, Session};
+use super::mailbox::{Mailbox, Message};
+use super::session::{Finished, Session, SessionClose};
 use super::signals::StopSignals;
-use super::stats::{OutcomeStats, PrefetchStats, Stats};
+use super::stats::{OutcomeStats, PageCounts, PrefetchStats, Stats, VmmStats};
+use super::vmm_exit::vmm_end;
 use uffd_engine::PageSource;
-use uffd_engine::{Engine, EngineExit, FatalError};
+use uffd_engine::{Engine, EngineExit, FatalError, MetricsSnapshot, PrefetchReport};
 use uffd_handshake::{AcceptError, Handshake, HandshakeListener, receive_handshake};
 
 /// How long to wait for the VMM's pidfd after its memory was found gone (ESRCH).
@@ -38,7 +41,7 @@ pub(crate) struct Daemon {
     listener: HandshakeListener,
     control: Option<ControlSocket>,
     signals: StopSignals,
-    events: Events,
+    events: Mailbox,
     source: Arc<dyn PageSource>,
     generations_written: u64,
     /// VMMs whose engine started (numbers the sessions).
@@ -51,7 +54,7 @@ pub(crate) struct Daemon {
 /// What woke the main loop while a VMM is awaited.
 enum Awaited {
     Connection(UnixStream),
-    Done(Outcome),
+    Done(ExitReport),
 }
 
 impl Daemon {
@@ -61,15 +64,15 @@ impl Daemon {
     /// The VMM socket is listening before the control socket is bound, so a control socket
     /// that accepts connections means the daemon is ready for the VMM. (The VMM socket's file
     /// appears a moment before it listens: a VMM connecting in that moment is refused.)
-    pub(crate) fn new(config: ServeConfig, signals: StopSignals) -> Result<Daemon, Outcome> {
-        let usage = |message: String| Outcome::new(DaemonExit::Usage, message);
+    pub(crate) fn new(config: ServeConfig, signals: StopSignals) -> Result<Daemon, ExitReport> {
+        let usage = |message: String| ExitReport::new(DaemonExit::Usage, message);
         let listener = HandshakeListener::bind(&config.socket, config.socket_group)
             .map_err(|e| usage(format!("--socket: {e}")))?;
         let control = match &config.control {
             Some(path) => Some(ControlSocket::bind(path).map_err(|e| usage(e.to_string()))?),
             None => None,
         };
-        let events = Events::new().map_err(|e| usage(format!("cannot create an eventfd: {e}")))?;
+        let events = Mailbox::new().map_err(|e| usage(format!("cannot create an eventfd: {e}")))?;
         let source: Arc<dyn PageSource> = config.snapshot.source.clone();
         #[cfg(feature = "test-hooks")]
         let source: Arc<dyn PageSource> = match config.fail_source_after {
@@ -103,7 +106,7 @@ impl Daemon {
     }
 
     /// Serves VMMs until the mode says stop; the outcome of the last.
-    pub(crate) fn run(mut self) -> Outcome {
+    pub(crate) fn run(mut self) -> ExitReport {
         let outcome = self.serve_all();
         if let Some(path) = &self.config.stats_json {
             let mut stats = self
@@ -122,7 +125,7 @@ impl Daemon {
         outcome
     }
 
-    fn serve_all(&mut self) -> Outcome {
+    fn serve_all(&mut self) -> ExitReport {
         loop {
             let conn = match self.await_vmm() {
                 Awaited::Connection(conn) => conn,
@@ -146,7 +149,7 @@ impl Daemon {
                     } else {
                         error!(error = %e, "bad handshake; connection closed");
                     }
-                    Outcome::new(DaemonExit::Handshake, format!("handshake failed: {e}"))
+                    ExitReport::new(DaemonExit::Handshake, format!("handshake failed: {e}"))
                 }
             };
             if !self.config.keep_listening {
@@ -162,19 +165,19 @@ impl Daemon {
         let waited = Instant::now();
         loop {
             if let Some(signal) = self.signals.take() {
-                return Awaited::Done(Outcome::new(
+                return Awaited::Done(ExitReport::new(
                     DaemonExit::Success,
                     format!("stopped by {signal} while waiting for a VMM"),
                 ));
             }
             for event in self.events.drain() {
                 match event {
-                    Event::Control(request) => {
+                    Message::Control(request) => {
                         if let Some(outcome) = self.control_while_waiting(request) {
                             return Awaited::Done(outcome);
                         }
                     }
-                    Event::Engine(session, exit) => {
+                    Message::Engine(session, exit) => {
                         info!(session, ?exit, "a finished session's engine exit ignored");
                     }
                 }
@@ -186,12 +189,12 @@ impl Daemon {
                     Ok(conn) => return Awaited::Connection(conn),
                     Err(AcceptError::Timeout { .. }) => {}
                     Err(e) => {
-                        return Awaited::Done(Outcome::new(DaemonExit::Usage, e.to_string()));
+                        return Awaited::Done(ExitReport::new(DaemonExit::Usage, e.to_string()));
                     }
                 }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Awaited::Done(Outcome::new(
+                return Awaited::Done(ExitReport::new(
                     DaemonExit::AcceptTimeout,
                     format!(
                         "no VMM connected to {} within {:.1?}",
@@ -203,7 +206,7 @@ impl Daemon {
         }
     }
 
-    fn control_while_waiting(&mut self, request: ControlRequest) -> Option<Outcome> {
+    fn control_while_waiting(&mut self, request: ControlRequest) -> Option<ExitReport> {
         match request.command {
             ControlCommand::Stats => {
                 let stats = self
@@ -225,7 +228,7 @@ impl Daemon {
             // Already answered by the connection's thread.
             ControlCommand::Stop => {
                 drop(request);
-                Some(Outcome::new(
+                Some(ExitReport::new(
                     DaemonExit::Success,
                     "stopped by the control socket's stop while waiting for a VMM",
                 ))
@@ -234,7 +237,7 @@ impl Daemon {
     }
 
     /// Serves one VMM; the outcome, and whether the daemon must stop (not just this VMM).
-    fn serve_vmm(&mut self, handshake: Handshake) -> (Outcome, bool) {
+    fn serve_vmm(&mut self, handshake: Handshake) -> (ExitReport, bool) {
         let Handshake {
             layout,
             uffd,
@@ -253,7 +256,7 @@ impl Daemon {
                 error!(pid, error = %e, "the VMM's fd is not a userfaultfd");
                 let reason =
                     format!("handshake failed: the VMM (pid {pid}) sent no userfaultfd: {e}");
-                return (Outcome::new(DaemonExit::Handshake, reason), false);
+                return (ExitReport::new(DaemonExit::Handshake, reason), false);
             }
         };
         let started = Engine::start(
@@ -276,7 +279,7 @@ impl Daemon {
                     OnFatal::Exit => format!("the VMM (pid {pid}) was left to its owner"),
                 };
                 return (
-                    Outcome::new(
+                    ExitReport::new(
                         DaemonExit::Fatal,
                         format!("fatal engine error: {reason}; {fate}"),
                     ),
@@ -330,26 +333,26 @@ impl Daemon {
         }
     }
 
-    fn serve_session(&mut self, mut session: Session) -> (Outcome, bool) {
+    fn serve_session(&mut self, mut session: Session) -> (ExitReport, bool) {
         let mut gone_since: Option<Instant> = None;
         loop {
             for event in self.events.drain() {
                 match event {
-                    Event::Engine(id, exit) if id != self.sessions => {
+                    Message::Engine(id, exit) if id != self.sessions => {
                         info!(
                             session = id,
                             ?exit,
                             "a finished session's engine exit ignored"
                         );
                     }
-                    Event::Engine(_, EngineExit::Fatal(fatal)) => {
+                    Message::Engine(_, EngineExit::Fatal(fatal)) => {
                         return (self.fatal(session, &fatal), true);
                     }
-                    Event::Engine(_, EngineExit::VmmGone) => {
+                    Message::Engine(_, EngineExit::VmmGone) => {
                         info!(pid = session.pid(), "the VMM's memory is gone (ESRCH)");
                         gone_since.get_or_insert_with(Instant::now);
                     }
-                    Event::Control(request) => match request.command {
+                    Message::Control(request) => match request.command {
                         ControlCommand::Stats => {
                             let stats = self.session_stats(&session, "serving");
                             request.answer(&stats);
@@ -394,7 +397,7 @@ impl Daemon {
             PollFd::new(&self.signals, PollFlags::IN),
             PollFd::new(&self.events, PollFlags::IN),
         ];
-        let mut kinds = vec![Ready::Signal, Ready::Events];
+        let mut kinds = vec![Ready::Signal, Ready::Mailbox];
         if let Some(control) = &self.control {
             fds.push(PollFd::new(control, PollFlags::IN));
             kinds.push(Ready::Control);
@@ -438,208 +441,13 @@ impl Daemon {
             }
         }
     }
-
-    fn vmm_exited(&mut self, session: Session) -> Outcome {
-        let pid = session.pid();
-        let end = vmm_end(pid, session.pidfd());
-        info!(pid, %end, "the VMM is gone");
-        let (exit, reason) = if end.is_normal() {
-            if end == super::peer_exit::VmmEnd::Unknown {
-                warn!(
-                    pid,
-                    "the VMM's exit status cannot be read; counting it as normal"
-                );
-            }
-            (
-                DaemonExit::Success,
-                format!("the VMM (pid {pid}) {end}; every fault was served"),
-            )
-        } else {
-            (
-                DaemonExit::VmmDied,
-                format!("the VMM (pid {pid}) {end} while being served"),
-            )
-        };
-        self.end_session(
-            session,
-            Finish::Exited,
-            end.to_string(),
-            Outcome::new(exit, reason),
-        )
-    }
-
-    fn fatal(&mut self, session: Session, fatal: &FatalError) -> Outcome {
-        let pid = session.pid();
-        error!(pid, error = %fatal, "fatal engine error");
-        let (finish, fate) = match self.config.on_fatal {
-            OnFatal::Kill => (
-                Finish::Kill,
-                format!("the VMM (pid {pid}) was killed (--on-fatal kill)"),
-            ),
-            OnFatal::Exit => (
-                Finish::Abandon,
-                format!(
-                    "the VMM (pid {pid}) was left running (--on-fatal exit): its faulting threads \
-                     stay blocked until its owner kills it"
-                ),
-            ),
-        };
-        let reason = format!("fatal engine error: {}; {fate}", condensed(fatal));
-        let end = match finish {
-            Finish::Kill => "killed after a fatal error",
-            _ => "left running after a fatal error",
-        };
-        self.end_session(
-            session,
-            finish,
-            end.into(),
-            Outcome::new(DaemonExit::Fatal, reason),
-        )
-    }
-
-    fn graceful_stop(&mut self, session: Session, why: &str) -> Outcome {
-        let pid = session.pid();
-        info!(pid, why, policy = ?self.config.on_signal, "stopping");
-        let (finish, fate, end) = match self.config.on_signal {
-            OnSignal::Graduate => (
-                Finish::Graduate,
-                format!(
-                    "every page was installed and the regions unregistered; the VMM (pid {pid}) \
-                     runs on without a handler"
-                ),
-                "graduated (runs on)",
-            ),
-            OnSignal::Kill => (
-                Finish::Kill,
-                format!("the VMM (pid {pid}) was killed (--on-signal kill)"),
-                "killed on stop",
-            ),
-        };
-        let outcome = Outcome::new(DaemonExit::Success, format!("stopped by {why}: {fate}"));
-        self.end_session(session, finish, end.into(), outcome)
-    }
-
-    /// Finishes the session, prints the statistics table and keeps them for `--stats-json`.
-    fn end_session(
-        &mut self,
-        session: Session,
-        how: Finish,
-        end: String,
-        outcome: Outcome,
-    ) -> Outcome {
-        let vmm = session.vmm_stats(Some(end));
-        let first_fault = session.first_fault();
-        let Finished {
-            metrics,
-            pages,
-            prefetch,
-            close_error,
-        } = session.finish(how);
-        let outcome = match close_error {
-            Some(e) if outcome.exit == DaemonExit::Success => Outcome::new(
-                DaemonExit::Fatal,
-                format!("{}; but closing failed: {e}", outcome.reason),
-            ),
-            _ => outcome,
-        };
-        let stats = Stats {
-            state: "finished",
-            uptime_s: self.started.elapsed().as_secs_f64(),
-            vmm: Some(vmm),
-            time_to_first_fault_ms: first_fault.map(|d| d.as_secs_f64() * 1e3),
-            metrics: Some(metrics),
-            pages: Some(pages),
-            prefetch: PrefetchStats {
-                mode: self.config.prefetch,
-                running: false,
-                report: prefetch,
-            },
-            generations_written: self.generations_written,
-            last_snapshot: self.last_snapshot.clone(),
-            outcome: Some(OutcomeStats {
-                exit_code: outcome.exit.code(),
-                reason: outcome.reason.clone(),
-            }),
-        };
-        let mut table = Vec::new();
-        if stats.write_table(&mut table).is_ok() {
-            eprint!("{}", String::from_utf8_lossy(&table));
-        }
-        self.last_stats = Some(stats);
-        outcome
-    }
-
-    fn session_stats(&self, session: &Session, state: &'static str) -> Stats {
-        let (metrics, pages) = session.live();
-        Stats {
-            state,
-            uptime_s: self.started.elapsed().as_secs_f64(),
-            vmm: Some(session.vmm_stats(None)),
-            time_to_first_fault_ms: session.first_fault().map(|d| d.as_secs_f64() * 1e3),
-            metrics: Some(metrics),
-            pages: Some(pages),
-            prefetch: PrefetchStats {
-                mode: self.config.prefetch,
-                running: session.prefetch_running(),
-                report: None,
-            },
-            generations_written: self.generations_written,
-            last_snapshot: self.last_snapshot.clone(),
-            outcome: None,
-        }
-    }
-
-    fn stats_without_vmm(&self, state: &'static str) -> Stats {
-        Stats {
-            state,
-            uptime_s: self.started.elapsed().as_secs_f64(),
-            vmm: None,
-            time_to_first_fault_ms: None,
-            metrics: None,
-            pages: None,
-            prefetch: PrefetchStats {
-                mode: self.config.prefetch,
-                running: false,
-                report: None,
-            },
-            generations_written: self.generations_written,
-            last_snapshot: self.last_snapshot.clone(),
-            outcome: None,
-        }
-    }
-}
-
-/// The fatal error with repeated underlying errors counted rather than repeated.
-fn condensed(fatal: &FatalError) -> String {
-    let mut runs: Vec<(&str, usize)> = Vec::new();
-    for error in &fatal.errors {
-        match runs.last_mut() {
-            Some((last, n)) if *last == error.as_str() => *n += 1,
-            _ => runs.push((error, 1)),
-        }
-    }
-    let errors: Vec<String> = runs
-        .into_iter()
-        .map(|(e, n)| {
-            if n > 1 {
-                format!("{e} (x{n})")
-            } else {
-                e.to_string()
-            }
-        })
-        .collect();
-    if errors.is_empty() {
-        fatal.reason.clone()
-    } else {
-        format!("{}: {}", fatal.reason, errors.join("; "))
-    }
 }
 
 /// Which polled fd was ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ready {
     Signal,
-    Events,
+    Mailbox,
     Control,
     /// The listener or the VMM's pidfd.
     Extra,

@@ -12,7 +12,7 @@ use uffd_engine::EngineExit;
 
 /// A message for the main loop.
 #[derive(Debug)]
-pub(crate) enum Event {
+pub(crate) enum Message {
     /// The engine of session `.0` (the daemon's count of VMMs served) stopped serving on its
     /// own. An earlier session's engine may report late; the session number tells.
     Engine(u64, EngineExit),
@@ -20,28 +20,28 @@ pub(crate) enum Event {
     Control(ControlRequest),
 }
 
-/// The main loop's end: poll [`Events::as_fd`], then [`Events::drain`].
+/// The main loop's end: poll [`Mailbox::as_fd`], then [`Mailbox::drain`].
 #[derive(Debug)]
-pub(crate) struct Events {
-    rx: Receiver<Event>,
-    sender: EventSender,
+pub(crate) struct Mailbox {
+    rx: Receiver<Message>,
+    sender: MailboxSender,
 }
 
 /// Another thread's end.
 #[derive(Debug, Clone)]
-pub(crate) struct EventSender {
-    tx: Sender<Event>,
+pub(crate) struct MailboxSender {
+    tx: Sender<Message>,
     wake: Arc<OwnedFd>,
 }
 
-impl Events {
+impl Mailbox {
     /// A new queue.
     pub(crate) fn new() -> std::io::Result<Self> {
         let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         let (tx, rx) = unbounded();
-        Ok(Events {
+        Ok(Mailbox {
             rx,
-            sender: EventSender {
+            sender: MailboxSender {
                 tx,
                 wake: Arc::new(wake),
             },
@@ -49,28 +49,28 @@ impl Events {
     }
 
     /// A sender for another thread.
-    pub(crate) fn sender(&self) -> EventSender {
+    pub(crate) fn sender(&self) -> MailboxSender {
         self.sender.clone()
     }
 
     /// Every event queued so far. Resets the eventfd first, so an event sent after the
     /// drain makes it readable again.
-    pub(crate) fn drain(&self) -> Vec<Event> {
+    pub(crate) fn drain(&self) -> Vec<Message> {
         let mut count = [0u8; 8];
         let _ = rustix::io::read(&*self.sender.wake, &mut count);
         self.rx.try_iter().collect()
     }
 }
 
-impl AsFd for Events {
+impl AsFd for Mailbox {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sender.wake.as_fd()
     }
 }
 
-impl EventSender {
+impl MailboxSender {
     /// Queues `event` and wakes the main loop; false once the main loop is gone.
-    pub(crate) fn send(&self, event: Event) -> bool {
+    pub(crate) fn send(&self, event: Message) -> bool {
         if self.tx.send(event).is_err() {
             return false;
         }
@@ -90,7 +90,7 @@ impl EventSender {
             .name("engine-exits".into())
             .spawn(move || {
                 if let Ok(exit) = exits.recv() {
-                    sender.send(Event::Engine(session, exit));
+                    sender.send(Message::Engine(session, exit));
                 }
             })
             .map(drop)
