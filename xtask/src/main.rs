@@ -1,5 +1,7 @@
 //! `cargo xtask …`: the project's build, test, lint, bench and demo entry points.
 
+#![forbid(unsafe_code)]
+
 mod hugepages;
 
 use std::process::{Command, ExitCode};

@@ -3,6 +3,8 @@
 //! works), verifies every byte, gives memory back through the balloon path, writes, exports
 //! the next generation, restores that and verifies again; then prints what happened.
 
+#![forbid(unsafe_code)]
+
 mod daemon;
 mod report;
 mod snapshot;
