@@ -138,6 +138,42 @@ impl UffdBuilder {
     ///
     /// If the kernel refuses the features, the error names the ones it lacks (found by a probe
     /// on a throwaway fd, since `UFFDIO_API` can be called only once per fd).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Device`]: opening `/dev/userfaultfd` or its `USERFAULTFD_IOC_NEW` failed
+    ///   ([`CreatePolicy::DeviceOnly`], or an unexpected errno with the fallback policy).
+    /// - [`Error::Syscall`]: `userfaultfd(2)` failed ([`CreatePolicy::SyscallOnly`]); `EPERM`
+    ///   when `vm.unprivileged_userfaultfd` is 0 and the caller lacks `CAP_SYS_PTRACE`.
+    /// - [`Error::NoPath`]: with [`CreatePolicy::DeviceThenSyscall`], both paths failed.
+    /// - [`Error::UnsupportedFeatures`]: the kernel lacks some of the features asked for.
+    /// - [`Error::Api`]: `UFFDIO_API` failed otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use uffd_core::{CreatePolicy, Features, Origin, UffdBuilder};
+    ///
+    /// # fn main() -> Result<(), uffd_core::Error> {
+    /// let uffd = UffdBuilder::new()
+    ///     .policy(CreatePolicy::DeviceThenSyscall)
+    ///     .features(Features::EVENT_REMOVE | Features::THREAD_ID)
+    ///     .create()?;
+    /// assert!(uffd.features().contains(Features::EVENT_REMOVE));
+    /// assert_ne!(uffd.origin(), Origin::Adopted);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # References
+    ///
+    /// - [userfaultfd(2)][userfaultfd], and [UFFDIO_API(2const)][uffdio_api]
+    /// - [Userfaultfd][kernel-userfaultfd] in the kernel's admin guide, on `/dev/userfaultfd`
+    ///   and the feature handshake
+    ///
+    /// [userfaultfd]: https://man7.org/linux/man-pages/man2/userfaultfd.2.html
+    /// [uffdio_api]: https://man7.org/linux/man-pages/man2/UFFDIO_API.2const.html
+    /// [kernel-userfaultfd]: https://docs.kernel.org/admin-guide/mm/userfaultfd.html
     pub fn create(&self) -> Result<Uffd, Error> {
         let (fd, origin) = self.open()?;
         let mut api = sys::uffdio_api {
@@ -199,6 +235,16 @@ fn open_syscall(flags: u32) -> Result<(OwnedFd, Origin), Errno> {
 
 impl Uffd {
     /// What the kernel supports, learnt on a throwaway fd (`UFFDIO_API` with no features).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`UffdBuilder::create`] for the throwaway fd.
+    ///
+    /// # References
+    ///
+    /// - [UFFDIO_API(2const)][uffdio_api]
+    ///
+    /// [uffdio_api]: https://man7.org/linux/man-pages/man2/UFFDIO_API.2const.html
     pub fn probe(policy: CreatePolicy) -> Result<ApiInfo, Error> {
         let builder = UffdBuilder::new().policy(policy);
         let uffd = builder.create()?;
@@ -210,6 +256,17 @@ impl Uffd {
     ///
     /// The API call cannot be repeated on the fd, so the caller declares the features; for a
     /// Firecracker VMM that is `EVENT_REMOVE`. The fd is checked to be a userfaultfd.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotUserfaultfd`] when `/proc/self/fd` shows `fd` is something else (the fd is
+    /// closed).
+    ///
+    /// # References
+    ///
+    /// - [userfaultfd(2)][userfaultfd], on passing the fd to another process
+    ///
+    /// [userfaultfd]: https://man7.org/linux/man-pages/man2/userfaultfd.2.html
     pub fn adopt(fd: OwnedFd, features: Features) -> Result<Uffd, Error> {
         let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
         let what = std::fs::read_link(&link)

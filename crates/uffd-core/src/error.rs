@@ -2,7 +2,7 @@
 
 use rustix::io::Errno;
 
-use crate::{Features, Range, RegisterMode};
+use crate::{Features, Incomplete, Range, RegisterMode};
 
 /// A range that cannot be valid for any userfaultfd operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -120,4 +120,7 @@ pub enum Error {
     /// A bad range.
     #[error(transparent)]
     Range(#[from] RangeError),
+    /// A range operation that did not do the whole range (from [`crate::Outcome::into_result`]).
+    #[error(transparent)]
+    Incomplete(#[from] Incomplete),
 }

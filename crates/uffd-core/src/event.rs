@@ -221,6 +221,20 @@ impl Uffd {
     /// least one message. Page faults are returned before queued non-cooperative events, so a
     /// batch may show a fault ahead of the REMOVE that preceded it: apply the batch's REMOVEs
     /// first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Read`] when `read(2)` fails (other than `EAGAIN`, an empty batch, and `EINTR`,
+    /// retried); [`Error::ShortRead`] when it returns a partial message.
+    ///
+    /// # References
+    ///
+    /// - [userfaultfd(2)][userfaultfd], on reading `struct uffd_msg`
+    /// - [Userfaultfd][kernel-userfaultfd] in the kernel's admin guide, on the non-cooperative
+    ///   events
+    ///
+    /// [userfaultfd]: https://man7.org/linux/man-pages/man2/userfaultfd.2.html
+    /// [kernel-userfaultfd]: https://docs.kernel.org/admin-guide/mm/userfaultfd.html
     pub fn read_events<'a>(&self, buf: &'a mut EventBuffer) -> Result<Events<'a>, Error> {
         let thread_id = self.features().contains(Features::THREAD_ID);
         let bytes = loop {

@@ -17,7 +17,7 @@ pub use flags::{
     ContinueMode, CopyMode, FaultFlags, Features, Ioctls, MoveMode, PoisonMode, RegisterMode,
     WriteProtectMode, ZeropageMode,
 };
-pub use outcome::{Outcome, Status};
+pub use outcome::{Incomplete, Outcome, Status};
 pub use pagemap::PagemapScanner;
 pub use range::{PageSize, Range};
 pub use rustix::io::Errno;

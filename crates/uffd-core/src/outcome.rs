@@ -51,8 +51,30 @@ impl Status {
     }
 }
 
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let meaning = match self {
+            Status::Complete => return f.write_str("complete"),
+            Status::Exists => "a page is already installed",
+            Status::Again => "retry later (an event is pending, or the operation stopped part-way)",
+            Status::Gone => "the registered process has exited",
+            Status::NoMapping => "no registered mapping covers the range",
+            Status::Invalid => "invalid for this range",
+            Status::Other(errno) => return write!(f, "{errno}"),
+        };
+        match self.errno() {
+            Some(errno) => write!(f, "{meaning}: {errno}"),
+            None => f.write_str(meaning),
+        }
+    }
+}
+
 /// What a range operation did: bytes asked for, bytes done (a prefix of the range), and why it
 /// stopped.
+///
+/// To treat anything short of the whole range as an error, use [`Outcome::into_result`] and
+/// `?`; to act on each status (wake after [`Status::Exists`], retry the rest after
+/// [`Status::Again`]), match on [`Outcome::status`].
 ///
 /// `done` comes from the kernel's signed progress field, zeroed before the call: a value
 /// `<= 0` (nothing done, or a negated errno) reads as 0 and is never cast into a huge count;
@@ -112,6 +134,150 @@ impl Outcome {
 
     /// Bytes not done.
     pub fn remaining(&self) -> u64 {
-        self.requested - self.done
+        self.requested.saturating_sub(self.done)
+    }
+
+    /// `Ok` if the whole range was done, else the outcome as an [`Incomplete`] error, so that
+    /// `?` can pass it on.
+    ///
+    /// # Errors
+    ///
+    /// [`Incomplete`], with the bytes requested and done and the [`Status`], whenever the
+    /// status is not [`Status::Complete`] (or, for an outcome built by hand, fewer bytes were
+    /// done than requested). A [`Status::Exists`] is an error here too: the page is there, but
+    /// the faulting thread may still need a [`wake`](crate::Uffd::wake).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use uffd_core::{CopyMode, PageSize, Range, RegisterMode, Status, UffdBuilder};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # // SAFETY: a new private mapping at an address the kernel chooses; it replaces nothing.
+    /// # let addr = unsafe {
+    /// #     rustix::mm::mmap_anonymous(
+    /// #         std::ptr::null_mut(),
+    /// #         4096,
+    /// #         rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+    /// #         rustix::mm::MapFlags::PRIVATE,
+    /// #     )?
+    /// # } as u64;
+    /// // One page of fresh anonymous memory at `addr`, registered for missing-page faults.
+    /// let uffd = UffdBuilder::new().create()?;
+    /// let page = Range::pages(addr, 1, PageSize::Base4K)?;
+    /// uffd.register(page, RegisterMode::MISSING)?;
+    ///
+    /// uffd.copy(page, &[7; 4096], CopyMode::empty()).into_result()?;
+    ///
+    /// // The page is there now: a second copy does nothing, and says why.
+    /// let err = uffd.copy(page, &[8; 4096], CopyMode::empty()).into_result().unwrap_err();
+    /// assert_eq!((err.status, err.requested, err.done), (Status::Exists, 4096, 0));
+    /// # uffd.unregister(page)?;
+    /// # // SAFETY: the mapping is this example's, and nothing refers into it any more.
+    /// # unsafe { rustix::mm::munmap(addr as *mut std::ffi::c_void, 4096)? };
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn into_result(self) -> Result<(), Incomplete> {
+        if self.status == Status::Complete && self.done >= self.requested {
+            Ok(())
+        } else {
+            Err(Incomplete {
+                requested: self.requested,
+                done: self.done,
+                status: self.status,
+            })
+        }
+    }
+}
+
+/// A range operation that did not do the whole range: the error of [`Outcome::into_result`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("range operation stopped after {done} of {requested} bytes: {status}")]
+pub struct Incomplete {
+    /// Bytes asked for.
+    pub requested: u64,
+    /// Bytes done, from the start of the range.
+    pub done: u64,
+    /// Why it stopped.
+    pub status: Status,
+}
+
+impl Incomplete {
+    /// The errno behind the status (`None` only for an outcome built by hand that claims
+    /// [`Status::Complete`] with bytes missing).
+    pub fn errno(&self) -> Option<Errno> {
+        self.status.errno()
+    }
+
+    /// Bytes not done.
+    pub fn remaining(&self) -> u64 {
+        self.requested.saturating_sub(self.done)
+    }
+}
+
+impl From<Incomplete> for Outcome {
+    fn from(err: Incomplete) -> Outcome {
+        Outcome {
+            requested: err.requested,
+            done: err.done,
+            status: err.status,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(requested: u64, done: u64, status: Status) -> Outcome {
+        Outcome {
+            requested,
+            done,
+            status,
+        }
+    }
+
+    #[test]
+    fn into_result_is_ok_only_for_the_whole_range() {
+        assert_eq!(outcome(8192, 8192, Status::Complete).into_result(), Ok(()));
+        for (done, status) in [
+            (0, Status::Exists),
+            (4096, Status::Again),
+            (0, Status::Gone),
+            (0, Status::NoMapping),
+            (0, Status::Invalid),
+            (0, Status::Other(Errno::NOMEM)),
+            // Built by hand: complete in name only.
+            (4096, Status::Complete),
+        ] {
+            let err = outcome(8192, done, status).into_result().unwrap_err();
+            assert_eq!((err.requested, err.done, err.status), (8192, done, status));
+            assert_eq!(err.errno(), status.errno());
+            assert_eq!(err.remaining(), 8192 - done);
+        }
+    }
+
+    #[test]
+    fn incomplete_names_the_bytes_and_the_errno() {
+        let err = outcome(8192, 4096, Status::Again)
+            .into_result()
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("range operation stopped after 4096 of 8192 bytes: retry later"),
+            "{text}"
+        );
+        assert!(text.contains(&Errno::AGAIN.to_string()), "{text}");
+        assert_eq!(Status::Complete.to_string(), "complete");
+        assert_eq!(
+            Status::Other(Errno::NOMEM).to_string(),
+            Errno::NOMEM.to_string()
+        );
+    }
+
+    #[test]
+    fn remaining_never_underflows() {
+        assert_eq!(outcome(4096, 8192, Status::Complete).remaining(), 0);
     }
 }

@@ -17,6 +17,18 @@ pub struct PagemapScanner {
 
 impl PagemapScanner {
     /// Opens the pagemap of process `pid`, or of this process with `None`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PagemapOpen`] with the path and errno (`ENOENT` for no such process, `EACCES`
+    /// without the right to read its memory).
+    ///
+    /// # References
+    ///
+    /// - [Examining page tables with pagemap][kernel-pagemap] in the kernel's admin guide, on
+    ///   the `PAGEMAP_SCAN` ioctl
+    ///
+    /// [kernel-pagemap]: https://docs.kernel.org/admin-guide/mm/pagemap.html
     pub fn open(pid: Option<u32>) -> Result<Self, Error> {
         let path = match pid {
             Some(pid) => format!("/proc/{pid}/pagemap"),
@@ -36,6 +48,21 @@ impl PagemapScanner {
     /// write racing the scan is either reported now or left for the next scan, never lost;
     /// the range must then be registered WP with `WP_ASYNC` (else EPERM, from
     /// `PM_SCAN_CHECK_WPASYNC`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PagemapScan`] when the ioctl fails (`EPERM` with `reprotect` on memory not
+    /// registered WP with `WP_ASYNC`, `ENOTTY` for a kernel without `PAGEMAP_SCAN`, before
+    /// 6.7); [`Error::Range`] if the kernel reports a run not aligned to `page_size`.
+    ///
+    /// # References
+    ///
+    /// - [Examining page tables with pagemap][kernel-pagemap] in the kernel's admin guide, on
+    ///   the `PAGEMAP_SCAN` ioctl
+    /// - [Userfaultfd][kernel-userfaultfd] in the kernel's admin guide, on `UFFD_FEATURE_WP_ASYNC`
+    ///
+    /// [kernel-pagemap]: https://docs.kernel.org/admin-guide/mm/pagemap.html
+    /// [kernel-userfaultfd]: https://docs.kernel.org/admin-guide/mm/userfaultfd.html
     pub fn written(
         &mut self,
         range: Range,

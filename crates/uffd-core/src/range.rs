@@ -53,6 +53,12 @@ pub struct Range {
 
 impl Range {
     /// A range of `len` bytes at `start`, both aligned to `page_size`.
+    ///
+    /// # Errors
+    ///
+    /// [`RangeError::Empty`] for `len` 0, [`RangeError::Misaligned`] when `start` or `len` is
+    /// not a multiple of the page size, [`RangeError::Overflow`] when `start + len` does not
+    /// fit in 64 bits.
     pub const fn new(start: u64, len: u64, page_size: PageSize) -> Result<Self, RangeError> {
         if len == 0 {
             return Err(RangeError::Empty { start });
@@ -71,11 +77,19 @@ impl Range {
     }
 
     /// The one page containing `addr` (the address a fault reports may be unaligned).
+    ///
+    /// # Errors
+    ///
+    /// [`RangeError::Overflow`] for the last page of the 64-bit address space.
     pub const fn page_containing(addr: u64, page_size: PageSize) -> Result<Self, RangeError> {
         Range::new(page_size.align_down(addr), page_size.bytes(), page_size)
     }
 
     /// `pages` pages of `page_size` starting at `start`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Range::new`]; [`RangeError::Overflow`] also when `pages` pages overflow 64 bits.
     pub const fn pages(start: u64, pages: u64, page_size: PageSize) -> Result<Self, RangeError> {
         match pages.checked_mul(page_size.bytes()) {
             Some(len) => Range::new(start, len, page_size),
@@ -87,6 +101,10 @@ impl Range {
     }
 
     /// The local mapping `bytes` as a range (for memory this process registered itself).
+    ///
+    /// # Errors
+    ///
+    /// As [`Range::new`]: the slice must be whole, non-empty pages.
     pub fn of_slice(bytes: &[u8], page_size: PageSize) -> Result<Self, RangeError> {
         Range::new(bytes.as_ptr() as u64, bytes.len() as u64, page_size)
     }

@@ -2,7 +2,7 @@
 //! progress, EEXIST, and a length mismatch caught before the kernel.
 
 use test_support::{PAGE, Region};
-use uffd_core::{CopyMode, Features, Ioctls, RegisterMode, Status};
+use uffd_core::{CopyMode, Errno, Features, Ioctls, Outcome, RegisterMode, Status};
 
 use crate::common::{PAGE_LEN, assert_complete, next_fault, pattern};
 
@@ -104,6 +104,22 @@ fn partial_copy_reports_again_with_the_prefix_then_exists() {
     assert_eq!(outcome.done, 2 * PAGE);
     assert!(outcome.is_partial());
     assert_eq!(outcome.remaining(), 2 * PAGE);
+    // As a `Result`, the partial copy is an error that keeps the numbers.
+    let err = outcome
+        .into_result()
+        .expect_err("a partial copy is an error");
+    assert_eq!(
+        (err.requested, err.done, err.status, err.remaining()),
+        (4 * PAGE, 2 * PAGE, Status::Again, 2 * PAGE)
+    );
+    assert_eq!(err.errno(), Some(Errno::AGAIN));
+    assert_eq!(Outcome::from(err), outcome);
+    let err = uffd_core::Error::from(err);
+    assert!(
+        err.to_string()
+            .starts_with("range operation stopped after 8192 of 16384 bytes: retry later"),
+        "{err}"
+    );
 
     // Retrying the rest stops at once on the present page: EEXIST, nothing done (the kernel's
     // -EEXIST in the progress field is not read as a count).
