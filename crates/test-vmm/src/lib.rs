@@ -49,7 +49,7 @@ pub use control::{
 };
 pub use driver::VmmProcess;
 pub use error::VmmError;
-pub use model::GuestModel;
+pub use model::{GuestModel, assert_hashes, assert_hashes_in};
 pub use pattern::{block_hash, kvm_block_sum, kvm_word, touch_word, zero_block_hash};
 pub use pending::Pending;
 pub use serve::{EXIT_STARTUP_FAILED, run};

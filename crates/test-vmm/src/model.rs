@@ -79,3 +79,31 @@ impl GuestModel {
             .collect()
     }
 }
+
+/// Asserts that `got`, the block hashes of `[offset, offset + len)` the test VMM reported,
+/// equal `model`'s, naming the first block that differs and whether it holds zeros.
+#[track_caller]
+pub fn assert_hashes(got: &[u64], model: &GuestModel, offset: u64, len: u64) {
+    assert_hashes_in("", got, model, offset, len);
+}
+
+/// [`assert_hashes`], the panic message prefixed with `context`.
+#[track_caller]
+pub fn assert_hashes_in(context: &str, got: &[u64], model: &GuestModel, offset: u64, len: u64) {
+    let want = model.hashes(offset, len);
+    assert_eq!(got.len(), want.len(), "{context}: number of blocks");
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+        let differing = (0..got.len()).filter(|&i| got[i] != want[i]).count();
+        let holds = if got[i] == crate::zero_block_hash() {
+            "zeros"
+        } else {
+            "other bytes"
+        };
+        panic!(
+            "{context}: block at image offset {:#x} differs: it holds {holds} ({differing} of {} \
+             blocks differ)",
+            offset + i as u64 * BLOCK,
+            got.len()
+        );
+    }
+}

@@ -29,8 +29,8 @@ fn serve_while(
     work: impl FnOnce(&Arc<Guest>) -> Duration,
 ) -> Duration {
     let (guest, uffd) = Guest::new((pages + 1) * PAGE);
-    let stop_addr = guest.ptr as u64 + pages * PAGE;
-    let base = guest.ptr as u64;
+    let stop_addr = guest.addr() + pages * PAGE;
+    let base = guest.addr();
     match handler {
         Handler::Engine => {
             let engine = Engine::start(uffd, guest.layout(), source(), config).expect("engine");
@@ -201,7 +201,7 @@ fn bulk_copy_floor() -> Duration {
         let Ok(Chunk::Data(bytes)) = src.chunk(off, 2 << 20) else {
             panic!("image hole")
         };
-        let dst = Range::new(guest.ptr as u64 + off, 2 << 20, PageSize::Base4K).unwrap();
+        let dst = Range::new(guest.addr() + off, 2 << 20, PageSize::Base4K).unwrap();
         assert!(uffd.copy(dst, bytes, CopyMode::empty()).is_complete());
     }
     start.elapsed()

@@ -1,14 +1,13 @@
 //! Shared pieces of the engine benches: guest memory in this process, the snapshot image, and
 //! the two baselines (the raw-ioctl floor and a naive one-page-per-fault handler).
 
-use std::ffi::c_void;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use rustix::mm::{MapFlags, ProtFlags};
 use snapshot_format::{Chunk, LayeredSource};
+use test_support::Mapping;
 use uffd_core::{
     CopyMode, Event, EventBuffer, PageSize, Range, RegisterMode, Uffd, UffdBuilder, raw,
 };
@@ -21,69 +20,47 @@ pub(crate) const IMAGE: u64 = 1 << 30;
 /// baselines' stop page.
 const IMAGE_FILE: u64 = IMAGE + (2 << 20);
 
-/// Anonymous guest memory registered MISSING on its own uffd; unmapped on drop.
+/// Anonymous guest memory (test-support's `Mapping`) registered MISSING on its own uffd;
+/// unmapped on drop.
 pub(crate) struct Guest {
-    pub(crate) ptr: *mut u8,
-    pub(crate) len: u64,
+    map: Mapping,
 }
-
-// SAFETY: plain memory owned by this struct, touched only through raw pointers.
-unsafe impl Send for Guest {}
-// SAFETY: as above.
-unsafe impl Sync for Guest {}
 
 impl Guest {
     pub(crate) fn new(len: u64) -> (Arc<Guest>, Uffd) {
-        // SAFETY: a fresh anonymous mapping at an address the kernel chooses.
-        let ptr = unsafe {
-            rustix::mm::mmap_anonymous(
-                std::ptr::null_mut(),
-                len as usize,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::PRIVATE | MapFlags::NORESERVE,
-            )
-        }
-        .expect("mmap");
+        let map = Mapping::anon((len / PAGE) as usize);
         let uffd = UffdBuilder::new()
             .non_blocking(true)
             .create()
             .expect("uffd");
         uffd.register(
-            Range::new(ptr as u64, len, PageSize::Base4K).unwrap(),
+            Range::new(map.addr(), len, PageSize::Base4K).unwrap(),
             RegisterMode::MISSING,
         )
         .expect("register");
-        (
-            Arc::new(Guest {
-                ptr: ptr.cast(),
-                len,
-            }),
-            uffd,
-        )
+        (Arc::new(Guest { map }), uffd)
+    }
+
+    /// The first address.
+    pub(crate) fn addr(&self) -> u64 {
+        self.map.addr()
     }
 
     pub(crate) fn layout(&self) -> GuestLayout {
+        let len = self.map.len() as u64;
         let region = GuestRegion {
-            host_addr: self.ptr as u64,
-            size: self.len,
+            host_addr: self.addr(),
+            size: len,
             offset: 0,
             page_size: PageSize::Base4K,
         };
-        GuestLayout::new(vec![region], self.len).unwrap()
+        GuestLayout::new(vec![region], len).unwrap()
     }
 
     /// Reads one byte of page `index` (the fault is served by whichever handler runs).
     #[inline]
     pub(crate) fn touch(&self, index: u64) -> u8 {
-        // SAFETY: inside our mapping; the handler serves the fault before the read returns.
-        unsafe { std::ptr::read_volatile(self.ptr.add((index * PAGE) as usize)) }
-    }
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping this struct created.
-        let _ = unsafe { rustix::mm::munmap(self.ptr.cast::<c_void>(), self.len as usize) };
+        self.map.read((index * PAGE) as usize)
     }
 }
 

@@ -1,9 +1,10 @@
 //! Non-cooperative events other than REMOVE, and the write tracking of zero pages: handled
 //! deliberately, never fatal (known failures #16, #30).
 
-use std::ffi::c_void;
+use std::sync::Arc;
 
 use crate::common::{Guest, PAGE, image_source, pattern};
+use test_support::Mapping;
 use uffd_core::{Features, PageSize};
 use uffd_engine::{CloseWhen, Engine, EngineConfig};
 
@@ -23,51 +24,28 @@ fn kf30_unmap_and_remap_are_handled_not_fatal() {
     .unwrap();
     assert_eq!(guest.read_byte(1, 0), pattern(PAGE));
 
-    // Move the whole region elsewhere (REMAP), then touch pages at the new address.
-    // SAFETY: reserving address space, then moving our own mapping onto it; `guest` is not
-    // used to touch memory afterwards (its Drop unmaps the old, now empty, address range).
-    let moved = unsafe {
-        // A destination elsewhere, so the kernel really moves it (same-size mremap in place
-        // raises no event).
-        let target = libc::mmap(
-            std::ptr::null_mut(),
-            guest.len as usize,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        );
-        assert_ne!(target, libc::MAP_FAILED);
-        libc::mremap(
-            guest.ptr.cast::<c_void>(),
-            guest.len as usize,
-            guest.len as usize,
-            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-            target,
-        )
-    };
-    assert_ne!(moved, libc::MAP_FAILED);
-    let moved = moved.cast::<u8>();
-    let read = |page: u64| {
-        // SAFETY: inside the moved mapping; faults are served by the engine.
-        unsafe { std::ptr::read_volatile(moved.add((page * PAGE) as usize)) }
-    };
+    // Move the whole region elsewhere (REMAP), then touch pages at the new address. A
+    // destination elsewhere, so the kernel really moves it (same-size mremap in place raises
+    // no event).
+    let mut guest = Arc::into_inner(guest).expect("the test holds the only reference");
+    guest
+        .map
+        .move_to(Mapping::reserve(64))
+        .expect("mremap onto the reservation");
     assert_eq!(
-        read(1),
+        guest.read_byte(1, 0),
         pattern(PAGE),
         "the installed page moved with the mapping"
     );
     assert_eq!(
-        read(40),
+        guest.read_byte(40, 0),
         pattern(40 * PAGE),
         "a missing page at the new address is served"
     );
     // Unmap part of it (UNMAP): not fatal, and the rest is still served.
-    // SAFETY: unmapping pages 8..16 of our own moved mapping; nothing refers to them.
-    let unmapped =
-        unsafe { libc::munmap(moved.add(8 * PAGE as usize).cast(), (8 * PAGE) as usize) };
-    assert_eq!(unmapped, 0);
-    assert_eq!(read(50), pattern(50 * PAGE));
+    // SAFETY: no other thread touches the guest's memory in this test.
+    unsafe { guest.map.unmap_pages(8, 8) }.expect("munmap");
+    assert_eq!(guest.read_byte(50, 0), pattern(50 * PAGE));
     engine.settle();
     assert!(
         engine.exits().try_recv().is_err(),
@@ -79,12 +57,7 @@ fn kf30_unmap_and_remap_are_handled_not_fatal() {
         page_tracker::PageState::Removed
     );
     engine.close(CloseWhen::OwnerGuarantees).unwrap();
-    // SAFETY: the rest of the moved mapping, unmapped once; `guest`'s Drop unmaps the old
-    // address range, which no longer holds anything.
-    unsafe {
-        libc::munmap(moved.cast(), (8 * PAGE) as usize);
-        libc::munmap(moved.add(16 * PAGE as usize).cast(), (48 * PAGE) as usize);
-    }
+    // The guest's drop unmaps what is left of the moved mapping.
 }
 
 /// #16: a zero page installed for a freed page and then written must be tracked dirty (one

@@ -20,39 +20,26 @@ use test_vmm::{BLOCK, VmmConfig, VmmProcess, block_hash, kvm_block_sum, kvm_word
 
 pub use handler::TestHandler;
 
-pub use test_support::{HUGE, PAGE, TIMEOUT, free_hugepages, skip};
+pub use test_support::{HUGE, PAGE, TIMEOUT, TestDir, free_hugepages, skip};
 
 /// A directory for one test's socket, removed on drop.
 #[derive(Debug)]
-pub struct SocketDir {
-    dir: PathBuf,
-}
+pub struct SocketDir(TestDir);
 
 impl SocketDir {
     /// A fresh directory under the temp dir.
     pub fn new(test: &str) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("vmm-{test}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the socket directory");
-        SocketDir { dir }
+        SocketDir(TestDir::new(test))
     }
 
     /// The socket's path.
     pub fn socket(&self) -> PathBuf {
-        self.dir.join("handler.sock")
+        self.0.join("handler.sock")
     }
 
     /// A listener on [`SocketDir::socket`].
     pub fn listen(&self) -> UnixListener {
         UnixListener::bind(self.socket()).expect("bind the handler socket")
-    }
-}
-
-impl Drop for SocketDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -172,17 +159,4 @@ pub fn model_image(seed: u64, size: u64, page: u64) -> Model {
     Model::new(image_bytes(seed, 0, size), page)
 }
 
-/// Asserts the vmm's block hashes equal the model's, naming the first block that differs.
-#[track_caller]
-pub fn assert_hashes(got: &[u64], model: &Model, offset: u64, len: u64) {
-    let want = model.hashes(offset, len);
-    assert_eq!(got.len(), want.len(), "number of blocks");
-    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
-        let differing = (0..got.len()).filter(|&i| got[i] != want[i]).count();
-        panic!(
-            "block at image offset {:#x} differs ({differing} of {} blocks differ)",
-            offset + i as u64 * BLOCK,
-            got.len()
-        );
-    }
-}
+pub use test_vmm::assert_hashes;

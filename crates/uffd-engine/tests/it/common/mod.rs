@@ -1,15 +1,16 @@
 //! Shared pieces of the engine tests: guest memory in this process, snapshot images, and a
 //! source that fails on demand.
 
-#![allow(dead_code, unreachable_pub)]
+// Shared by two test targets (it, races), each using a different part.
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::ffi::c_void;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::mm::{MapFlags, ProtFlags};
 use snapshot_format::{Chunk, LayeredSource};
+use test_support::Mapping;
 use uffd_core::{Features, PageSize, Range, RegisterMode, Uffd, UffdBuilder};
 use uffd_engine::{GuestLayout, GuestRegion, PageSource, SourceError};
 
@@ -21,19 +22,12 @@ pub mod vmm;
 
 pub const PAGE: u64 = 4096;
 
-/// Anonymous private guest memory, registered MISSING with its own uffd (the way a VMM does),
-/// unmapped on drop. Touched only through raw pointers.
+/// Anonymous private guest memory (test-support's [`Mapping`]), registered MISSING with its
+/// own uffd the way a VMM does; unmapped on drop.
 pub struct Guest {
-    pub ptr: *mut u8,
-    pub len: u64,
+    pub map: Mapping,
     pub page: u64,
 }
-
-// SAFETY: the mapping is plain memory owned by this struct; tests touch it only through raw
-// pointers, and the kernel serialises faults.
-unsafe impl Send for Guest {}
-// SAFETY: as above.
-unsafe impl Sync for Guest {}
 
 impl Guest {
     /// A guest of `pages` pages of `page_size`, registered MISSING on a new uffd with
@@ -48,99 +42,71 @@ impl Guest {
         page_size: PageSize,
         features: Features,
     ) -> (Arc<Guest>, Uffd) {
-        let page = page_size.bytes();
-        let len = pages * page;
-        let mut flags = MapFlags::PRIVATE | MapFlags::NORESERVE;
-        if page_size == PageSize::Huge2M {
-            flags |= MapFlags::HUGETLB | MapFlags::HUGE_2MB;
-        }
-        // SAFETY: a fresh anonymous mapping at an address the kernel chooses.
-        let ptr = unsafe {
-            rustix::mm::mmap_anonymous(
-                std::ptr::null_mut(),
-                len as usize,
-                ProtFlags::READ | ProtFlags::WRITE,
-                flags,
-            )
-        }
-        .expect("mmap guest memory");
+        let map = match page_size {
+            PageSize::Huge2M => {
+                Mapping::hugetlb(pages as usize).expect("mmap hugetlb guest memory")
+            }
+            _ => Mapping::anon(pages as usize),
+        };
         let uffd = UffdBuilder::new()
             .features(features)
             .create()
             .expect("uffd");
         uffd.register(
-            Range::new(ptr as u64, len, page_size).unwrap(),
+            Range::new(map.addr(), map.len() as u64, page_size).unwrap(),
             RegisterMode::MISSING,
         )
         .expect("register");
-        (
-            Arc::new(Guest {
-                ptr: ptr.cast(),
-                len,
-                page,
-            }),
-            uffd,
-        )
+        let page = page_size.bytes();
+        (Arc::new(Guest { map, page }), uffd)
     }
 
     pub fn addr(&self) -> u64 {
-        self.ptr as u64
+        self.map.addr()
+    }
+
+    pub fn len(&self) -> u64 {
+        self.map.len() as u64
     }
 
     pub fn layout(&self, page_size: PageSize) -> GuestLayout {
         GuestLayout::new(
             vec![GuestRegion {
                 host_addr: self.addr(),
-                size: self.len,
+                size: self.len(),
                 offset: 0,
                 page_size,
             }],
-            self.len,
+            self.len(),
         )
         .unwrap()
     }
 
-    /// Reads the first byte of page `index` (faulting it in through the handler).
+    /// Reads byte `at` of page `index` (faulting it in through the handler).
     pub fn read_byte(&self, index: u64, at: u64) -> u8 {
-        assert!(index * self.page + at < self.len);
-        // SAFETY: inside our mapping; a fault is served by the engine before the read returns.
-        unsafe { std::ptr::read_volatile(self.ptr.add((index * self.page + at) as usize)) }
+        self.map.read((index * self.page + at) as usize)
     }
 
     pub fn write_byte(&self, index: u64, at: u64, value: u8) {
-        assert!(index * self.page + at < self.len);
-        // SAFETY: as above, for a write.
-        unsafe { std::ptr::write_volatile(self.ptr.add((index * self.page + at) as usize), value) }
+        self.map.write((index * self.page + at) as usize, value);
     }
 
     /// The bytes of page `index` (faulting it in).
     pub fn page_bytes(&self, index: u64) -> Vec<u8> {
-        let mut out = vec![0u8; self.page as usize];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = self.read_byte(index, i as u64);
-        }
-        out
+        self.map
+            .read_bytes((index * self.page) as usize, self.page as usize)
     }
 
     /// `madvise(MADV_DONTNEED)` of pages `[first, first + count)`: the balloon path. Blocks
     /// until the handler reads the REMOVE.
     pub fn dontneed(&self, first: u64, count: u64) {
-        // SAFETY: a range of our own mapping; no Rust reference points into it.
-        unsafe {
-            rustix::mm::madvise(
-                self.ptr.add((first * self.page) as usize).cast::<c_void>(),
-                (count * self.page) as usize,
-                rustix::mm::Advice::LinuxDontNeed,
+        // test-support counts 4 KiB pages.
+        self.map
+            .dontneed(
+                (first * self.page / PAGE) as usize,
+                (count * self.page / PAGE) as usize,
             )
-        }
-        .expect("madvise");
-    }
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping this struct created.
-        let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), self.len as usize) };
+            .expect("madvise");
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use snapshot_format::LayeredSource;
-use test_vmm::{BLOCK, VmmConfig, VmmProcess, block_hash};
+use test_vmm::{BLOCK, VmmConfig, VmmProcess};
 use uffd_core::{Features, PageSize, Uffd};
 use uffd_engine::{CloseWhen, Engine, EngineConfig, PageSource};
 use uffd_handshake::{HandshakeListener, PeerPolicy, PeerWatch, open_pidfd, receive_handshake};
@@ -167,37 +167,7 @@ pub fn model_image(size: u64, page: u64) -> Model {
     Model::new(image_bytes(size).to_vec(), page)
 }
 
-/// Asserts the vmm's block hashes equal the model's, naming the first block that differs and
-/// what it holds instead (zeros or image bytes).
-#[track_caller]
-pub fn assert_hashes(got: &[u64], model: &Model, offset: u64, len: u64) {
-    assert_hashes_in("", got, model, offset, len);
-}
-
-/// [`assert_hashes`], the panic message prefixed with `ctx`.
-#[track_caller]
-pub fn assert_hashes_in(ctx: &str, got: &[u64], model: &Model, offset: u64, len: u64) {
-    let want = model.hashes(offset, len);
-    assert_eq!(got.len(), want.len(), "{ctx}: number of blocks");
-    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
-        let differing = (0..got.len()).filter(|&i| got[i] != want[i]).count();
-        let at = offset + i as u64 * BLOCK;
-        let zeros = block_hash(&[0; BLOCK as usize]);
-        let image: Vec<u8> = (at..at + BLOCK).map(pattern).collect();
-        let holds = if got[i] == zeros {
-            "zeros"
-        } else if got[i] == block_hash(&image) {
-            "the image's bytes"
-        } else {
-            "other bytes"
-        };
-        panic!(
-            "{ctx}: block at image offset {at:#x} differs: it holds {holds} ({differing} of {} blocks \
-             differ)",
-            got.len()
-        );
-    }
-}
+pub use test_vmm::{assert_hashes, assert_hashes_in};
 
 /// Asserts the engine reported the VMM gone (ESRCH) once and nothing fatal, then closes it.
 pub fn assert_vmm_gone_and_close(s: Served) {

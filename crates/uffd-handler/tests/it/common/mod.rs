@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, PidfdFlags, Signal};
-use test_vmm::{BLOCK, VmmConfig, VmmError, VmmProcess, touch_word};
+use test_vmm::{VmmConfig, VmmError, VmmProcess, touch_word};
 
 /// The daemon binary built with this package.
 pub const DAEMON_BIN: &str = env!("CARGO_BIN_EXE_uffd-handler");
@@ -41,23 +41,7 @@ pub fn model_image(seed: u64, size: u64, page: u64) -> Model {
     Model::new(bytes, page)
 }
 
-/// Asserts the vmm's block hashes of `[offset, offset + len)` equal the model's, naming the
-/// first block that differs.
-#[track_caller]
-pub fn assert_hashes(got: &[u64], model: &Model, offset: u64, len: u64) {
-    let want = model.hashes(offset, len);
-    assert_eq!(got.len(), want.len(), "number of blocks");
-    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
-        let differing = (0..got.len()).filter(|&i| got[i] != want[i]).count();
-        let zero = test_vmm::zero_block_hash();
-        panic!(
-            "block at image offset {:#x} differs ({differing} of {} blocks differ; got zeros: {})",
-            offset + i as u64 * BLOCK,
-            got.len(),
-            got[i] == zero
-        );
-    }
-}
+pub use test_vmm::assert_hashes;
 
 /// Hashes the whole guest memory from several threads and checks every byte.
 #[track_caller]
