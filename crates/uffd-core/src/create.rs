@@ -182,10 +182,13 @@ impl UffdBuilder {
             ioctls: 0,
         };
         if let Err(errno) = crate::sys::uffdio(fd.as_fd(), &mut api) {
-            if errno == Errno::INVAL
-                && let Ok(probe) = Uffd::probe(self.policy)
-                && !probe.supported.contains(self.features)
-            {
+            // EINVAL is also the answer to an unknown feature bit: ask a throwaway fd which.
+            let probe = if errno == Errno::INVAL {
+                Uffd::probe(self.policy).ok()
+            } else {
+                None
+            };
+            if let Some(probe) = probe.filter(|p| !p.supported.contains(self.features)) {
                 return Err(Error::UnsupportedFeatures {
                     missing: self.features - probe.supported,
                     supported: probe.supported,

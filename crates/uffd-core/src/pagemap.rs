@@ -106,9 +106,7 @@ fn push_coalesced(
     end: u64,
     page_size: PageSize,
 ) -> Result<(), Error> {
-    if let Some(last) = out.last_mut()
-        && last.end() == start
-    {
+    if let Some(last) = out.last_mut().filter(|last| last.end() == start) {
         *last = Range::new(last.start(), end - last.start(), page_size)?;
         return Ok(());
     }
