@@ -214,6 +214,15 @@ fn numbers_and_layouts_match_installed_headers() {
     // The layouts we assert here must exist in any header new enough to build the probe.
     assert!(!unchecked.contains(&"UFFDIO_COPY") && !unchecked.contains(&"sizeof_uffd_msg"));
     if !unchecked.is_empty() {
-        eprintln!("c_probe: installed headers predate {unchecked:?}; checked via linux-raw-sys");
+        // A part of the test that could not run for want of newer headers: reported as a skip
+        // (an eprintln would vanish into the harness's captured output).
+        test_support::skip(
+            "c_probe::numbers_and_layouts_match_installed_headers (items newer than the headers)",
+            &format!(
+                "/usr/include predates {unchecked:?}; against_kernel_headers checks their \
+                 request numbers and layouts through linux-raw-sys, uffd-core's kernel tests \
+                 the mode bits"
+            ),
+        );
     }
 }
