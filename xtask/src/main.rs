@@ -81,13 +81,22 @@ fn test(args: &[String]) -> Result<(), String> {
     };
     report_machine();
     let _reservation = hugepages::Reservation::ensure_free(HUGEPAGES_WANTED);
-    let skip_log = workspace_root().join("target").join("test-skips.log");
-    let _ = std::fs::create_dir_all(workspace_root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let skip_log = target.join("test-skips.log");
+    let _ = std::fs::create_dir_all(&target);
     let _ = std::fs::remove_file(&skip_log);
     let skip_log_str = skip_log.to_string_lossy().into_owned();
+    // The test VMM this very `cargo test` builds (test-vmm has integration tests, so cargo
+    // builds its binary), with the run's feature set: the tests of other crates then use it
+    // instead of building it again with another feature set.
+    let test_vmm = target.join("debug").join("test-vmm");
+    let test_vmm_str = test_vmm.to_string_lossy().into_owned();
     let mut envs = vec![
         ("RUST_BACKTRACE", "1"),
         ("UFFD_TEST_SKIP_LOG", skip_log_str.as_str()),
+        ("TEST_VMM_BIN", test_vmm_str.as_str()),
     ];
     if soak {
         envs.push(("UFFD_SOAK", "1"));
