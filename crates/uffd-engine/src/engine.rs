@@ -8,10 +8,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, bounded};
-use page_tracker::{Geometry, PageState, PageTracker};
+use page_tracker::{Geometry, PageTracker};
 use parking_lot::{Mutex, RwLock};
 use uffd_core::{Range, RegisterMode, Uffd, WriteProtectMode};
 
+use crate::graduate;
 use crate::layout::GuestLayout;
 use crate::locks::{Exclusive, Locks};
 use crate::metrics::{self, MetricsSnapshot};
@@ -317,25 +318,37 @@ impl Engine {
 
     /// Closes the uffd once `when` allows it; unregisters the regions first (a close racing
     /// KVM's async page faults livelocked older kernels).
-    pub fn close(mut self, when: CloseWhen) -> Result<(), EngineError> {
+    ///
+    /// # Errors
+    ///
+    /// [`CloseRefused`], holding this engine back unclosed (the uffd open and registered), when
+    /// `when` cannot be met: graduation could not install a page, or the VMM did not exit or
+    /// could not be killed. The caller then kills the VMM or leaves it frozen; dropping the
+    /// engine instead would close the uffd and let the VMM read zeros.
+    pub fn close(mut self, when: CloseWhen) -> Result<(), Box<CloseRefused>> {
+        let refused =
+            |engine: Engine, error: EngineError| Err(Box::new(CloseRefused { engine, error }));
         match when {
-            CloseWhen::Graduate => self.graduate()?,
+            CloseWhen::Graduate => {
+                if let Err(error) = self.graduate() {
+                    return refused(self, error);
+                }
+            }
             CloseWhen::VmmExited { pidfd, timeout } => {
                 self.stop();
                 if !wait_pidfd(&pidfd, timeout) {
-                    return Err(EngineError::VmmStillRunning(timeout));
+                    return refused(self, EngineError::VmmStillRunning(timeout));
                 }
             }
             CloseWhen::KillVmm { pidfd } => {
                 self.stop();
-                rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL).map_err(
-                    |errno| EngineError::Os {
-                        what: "pidfd_send_signal",
-                        errno,
-                    },
-                )?;
+                let kill = rustix::process::Signal::KILL;
+                if let Err(errno) = rustix::process::pidfd_send_signal(&pidfd, kill) {
+                    let what = "pidfd_send_signal";
+                    return refused(self, EngineError::Os { what, errno });
+                }
                 if !wait_pidfd(&pidfd, Duration::from_secs(10)) {
-                    return Err(EngineError::VmmStillRunning(Duration::from_secs(10)));
+                    return refused(self, EngineError::VmmStillRunning(Duration::from_secs(10)));
                 }
             }
             CloseWhen::OwnerGuarantees => self.stop(),
@@ -349,21 +362,42 @@ impl Engine {
         // thread holding one has been joined.
     }
 
-    /// Populates every Missing page while still serving faults, then unregisters.
+    /// Installs every page the snapshot holds bytes for while still serving faults: the bulk
+    /// prefetch, then a sweep of what it left (`graduate.rs`). Only holes stay Missing, to
+    /// read zeros from the kernel once the ranges are unregistered.
     fn graduate(&mut self) -> Result<(), EngineError> {
         let size = self.shared.layout.read().image_size();
         let started = Instant::now();
         let report = self
             .prefetch(std::iter::once(0..size))
             .wait(self.page_bytes());
-        tracing::info!(?report, elapsed = ?started.elapsed(), "graduation prefetch done");
+        let sweep = graduate::sweep(&self.shared)?;
+        tracing::info!(?report, ?sweep, elapsed = ?started.elapsed(), "graduation installs done");
         self.stop();
-        // Pages a prefetch skipped because a fault held them are installed by now; holes stay
-        // Missing and read as zeros from the kernel once unregistered.
-        let left = self.shared.tracker.counts().get(PageState::Missing);
-        tracing::info!(left, "pages left Missing at graduation (holes read zero)");
+        if sweep.vmm_gone {
+            return Ok(());
+        }
+        // Every page still Missing now must be a hole: a page a demand fault held while the
+        // sweep passed ended installed, or its source failed for good (a fatal exit).
+        let holes = graduate::sweep_holes_only(&self.shared)?;
+        tracing::info!(
+            holes,
+            "pages left Missing at graduation: holes in the snapshot"
+        );
         Ok(())
     }
+}
+
+/// Why [`Engine::close`] refused: the engine is handed back unclosed, its uffd open and its
+/// ranges registered, so that no page reads zeros in place of snapshot bytes.
+#[derive(Debug, thiserror::Error)]
+#[error("the userfaultfd was not closed: {error}")]
+pub struct CloseRefused {
+    /// The engine, stopped or still serving, never closed.
+    pub engine: Engine,
+    /// Why.
+    #[source]
+    pub error: EngineError,
 }
 
 impl Drop for Engine {

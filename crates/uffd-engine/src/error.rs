@@ -67,6 +67,18 @@ pub enum EngineError {
         /// How it failed.
         status: uffd_core::Status,
     },
+    /// Graduation could not install a page the snapshot holds bytes for; the ranges stay
+    /// registered (unregistering would let the VMM read zeros there).
+    #[error(
+        "graduation cannot install the page at image offset {page_offset:#x}{}",
+        if errors.is_empty() { String::new() } else { format!(": {}", errors.join("; ")) }
+    )]
+    Graduation {
+        /// The image offset of the page.
+        page_offset: u64,
+        /// Every error met, in order (one per retry cycle for source failures).
+        errors: Vec<String>,
+    },
     /// The peer did not exit in time.
     #[error("the VMM did not exit within {0:?}")]
     VmmStillRunning(Duration),

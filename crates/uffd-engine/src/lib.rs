@@ -7,6 +7,7 @@ mod deferred;
 mod engine;
 mod error;
 mod fault;
+mod graduate;
 mod hooks;
 mod layout;
 mod locks;
@@ -20,7 +21,7 @@ mod source;
 mod time;
 
 pub use config::EngineConfig;
-pub use engine::{CloseWhen, Engine, PageSets};
+pub use engine::{CloseRefused, CloseWhen, Engine, PageSets};
 pub use error::{EngineError, EngineExit, FatalError};
 #[cfg(feature = "test-hooks")]
 pub use hooks::Hook;

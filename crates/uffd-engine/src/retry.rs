@@ -2,7 +2,9 @@
 //! threads are woken to fault again, and escalation after the bound.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How source failures are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +40,6 @@ pub(crate) enum Verdict {
 #[derive(Debug, Default)]
 pub(crate) struct RetryTable {
     pages: HashMap<u64, Vec<String>>,
-    seed: u64,
 }
 
 impl RetryTable {
@@ -57,7 +58,7 @@ impl RetryTable {
             let errors = self.pages.remove(&page).unwrap_or_default();
             return Verdict::GiveUp(errors);
         }
-        Verdict::RetryAt(now + policy.backoff + self.jitter(policy.jitter))
+        Verdict::RetryAt(now + policy.backoff + jitter(policy.jitter))
     }
 
     /// Clears the page's retry state after a successful install.
@@ -74,21 +75,22 @@ impl RetryTable {
     pub(crate) fn is_empty(&self) -> bool {
         self.pages.is_empty()
     }
+}
 
-    /// xorshift64*: the jitter needs spread, not cryptographic randomness.
-    fn jitter(&mut self, max: Duration) -> Duration {
-        if max.is_zero() {
-            return Duration::ZERO;
-        }
-        if self.seed == 0 {
-            self.seed = Instant::now().elapsed().as_nanos() as u64 | 0x9E37_79B9_7F4A_7C15;
-        }
-        self.seed ^= self.seed >> 12;
-        self.seed ^= self.seed << 25;
-        self.seed ^= self.seed >> 27;
-        let r = self.seed.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        Duration::from_nanos(r % (max.as_nanos() as u64 + 1))
+/// A random duration in `[0, max]`, so that pages (and daemons) do not retry in lockstep.
+/// Seeded by the standard library's per-process random hash keys and the clock: spread, not
+/// cryptographic strength, is what a backoff needs.
+pub(crate) fn jitter(max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
     }
+    let mut hasher = RandomState::new().build_hasher();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    let bound = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX - 1);
+    Duration::from_nanos(hasher.finish() % (bound + 1))
 }
 
 #[cfg(test)]
@@ -138,5 +140,14 @@ mod tests {
                 Verdict::GiveUp(_) => unreachable!(),
             }
         }
+    }
+
+    #[test]
+    fn jitter_is_spread_not_constant() {
+        let max = Duration::from_millis(10);
+        let draws: std::collections::HashSet<Duration> = (0..64).map(|_| jitter(max)).collect();
+        assert!(draws.iter().all(|d| *d <= max));
+        // 64 draws from 10,000,001 values: all equal only if the source were constant.
+        assert!(draws.len() > 32, "{} distinct draws of 64", draws.len());
     }
 }

@@ -14,6 +14,7 @@ use super::generation::{GenerationError, NextGeneration, SnapshotSummary};
 use super::stats::{PageCounts, VmmStats};
 use super::vmm_memory::VmmMemory;
 use super::working_set;
+use crate::cli::OnFatal;
 use uffd_engine::GuestLayout;
 use uffd_engine::{CloseWhen, Engine, MetricsSnapshot, PrefetchReport};
 use uffd_handshake::{PeerCredentials, PeerWatch};
@@ -30,8 +31,12 @@ pub(crate) enum SessionClose {
     Exited,
     /// Kill the VMM, wait for it, close.
     Kill,
-    /// Install every page, unregister, close; the VMM runs on.
-    Graduate,
+    /// Install every page, unregister, close; the VMM runs on. If a page cannot be installed,
+    /// the ranges stay registered and the VMM is killed or left frozen, as `or_else` says.
+    Graduate {
+        /// What to do with the VMM when graduation fails.
+        or_else: OnFatal,
+    },
     /// Stop serving and leave the uffd open until the process exits (`--on-fatal exit`): the
     /// VMM keeps its own copy, so its faulting threads stay blocked, never fed zeros.
     Abandon,
@@ -216,22 +221,22 @@ impl Session {
     }
 }
 
-/// Closes the uffd when `how` allows it; never while the VMM may still fault.
+/// Closes the uffd when `how` allows it; never while the VMM may still fault. Returns what
+/// went wrong, if anything; a refused close never drops the engine (which would close the uffd
+/// under the VMM): the VMM is killed, or the uffd is kept open until the process exits.
 fn close(
     mut engine: Engine,
     how: SessionClose,
     pidfd: Option<OwnedFd>,
     pid: i32,
 ) -> Option<String> {
+    let spare_pidfd = pidfd.as_ref().and_then(|fd| fd.try_clone().ok());
     let when = match (how, pidfd) {
         (SessionClose::Abandon, _) => {
-            engine.stop();
-            // Keep our copy of the uffd open until the process exits: closing it here would
-            // change nothing for a VMM holding its own copy, but nothing may close it early.
-            std::mem::forget(engine);
+            abandon(engine);
             return None;
         }
-        (SessionClose::Graduate, _) => CloseWhen::Graduate,
+        (SessionClose::Graduate { .. }, _) => CloseWhen::Graduate,
         (SessionClose::Exited | SessionClose::Kill, Some(pidfd)) => CloseWhen::VmmExited {
             pidfd,
             timeout: EXIT_WAIT,
@@ -239,17 +244,55 @@ fn close(
         // No pidfd: we only get here once an ioctl found the VMM's memory gone.
         (SessionClose::Exited, None) => CloseWhen::OwnerGuarantees,
         (SessionClose::Kill, None) => {
-            engine.stop();
-            std::mem::forget(engine);
+            abandon(engine);
             return Some(format!(
                 "no pidfd to kill the VMM (pid {pid}) with; the uffd stays open until exit"
             ));
         }
     };
-    engine.close(when).err().map(|e| {
-        error!(error = %e, "closing the userfaultfd");
-        e.to_string()
-    })
+    let refused = match engine.close(when) {
+        Ok(()) => return None,
+        Err(refused) => refused,
+    };
+    error!(error = %refused.error, "the userfaultfd was not closed");
+    let why = refused.error.to_string();
+    engine = refused.engine;
+    match (how, spare_pidfd) {
+        (
+            SessionClose::Graduate {
+                or_else: OnFatal::Kill,
+            },
+            Some(pidfd),
+        ) => match engine.close(CloseWhen::KillVmm { pidfd }) {
+            Ok(()) => Some(format!("{why}; the VMM (pid {pid}) was killed")),
+            Err(refused) => {
+                let also = refused.error.to_string();
+                abandon(refused.engine);
+                Some(format!(
+                    "{why}; killing the VMM (pid {pid}) failed too ({also}): the uffd stays \
+                         open and registered until exit"
+                ))
+            }
+        },
+        (SessionClose::Graduate { .. }, _) => {
+            abandon(engine);
+            Some(format!(
+                "{why}; the VMM (pid {pid}) was left frozen (--on-fatal exit), its ranges still \
+                 registered: it never reads zeros in place of snapshot bytes"
+            ))
+        }
+        _ => {
+            abandon(engine);
+            Some(format!("{why}; the uffd stays open until exit"))
+        }
+    }
+}
+
+/// Stops serving and keeps our copy of the uffd open until the process exits: closing it
+/// would unregister nothing the VMM still holds, but nothing may close it early.
+fn abandon(mut engine: Engine) {
+    engine.stop();
+    std::mem::forget(engine);
 }
 
 fn readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {

@@ -7,6 +7,7 @@ mod common;
 
 mod basic;
 mod events;
+mod graduation;
 mod soak;
 mod vmm;
 mod vmm_dirty;

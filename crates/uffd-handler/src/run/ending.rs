@@ -68,7 +68,9 @@ impl Daemon {
         info!(pid, why, policy = ?self.config.on_signal, "stopping");
         let (finish, fate, end) = match self.config.on_signal {
             OnSignal::Graduate => (
-                SessionClose::Graduate,
+                SessionClose::Graduate {
+                    or_else: self.config.on_fatal,
+                },
                 format!(
                     "every page was installed and the regions unregistered; the VMM (pid {pid}) \
                      runs on without a handler"

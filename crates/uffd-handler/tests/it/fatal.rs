@@ -20,6 +20,11 @@ fn path(p: &Path) -> &str {
 }
 
 fn start(test: &str, on_fatal: &str) -> (TestDir, Daemon, Model) {
+    start_with_budget(test, on_fatal, "64")
+}
+
+/// The daemon over a source that serves `reads` reads, then fails every one.
+fn start_with_budget(test: &str, on_fatal: &str, reads: &str) -> (TestDir, Daemon, Model) {
     let dir = TestDir::new(test);
     let memory = dir.join("memory");
     let model = model_image(SEED, 4 * MIB, PAGE);
@@ -30,7 +35,7 @@ fn start(test: &str, on_fatal: &str) -> (TestDir, Daemon, Model) {
             "--memory-file",
             path(&memory),
             "--fail-source-after",
-            "64",
+            reads,
             "--on-fatal",
             on_fatal,
         ],
@@ -87,6 +92,60 @@ fn on_fatal_exit_leaves_the_vmm_blocked_never_fed_zeros() {
         "the touch finished without a handler: {waited:?}"
     );
     // Pages past those served are still absent: no zero page was put in their place.
+    let present = vmm
+        .pagemap(0, 4 * MIB)
+        .unwrap()
+        .iter()
+        .filter(|f| f.present())
+        .count() as u64;
+    assert!(present < 4 * MIB / PAGE, "{present} pages present");
+    vmm.kill().unwrap();
+    assert_eq!(vmm.wait().unwrap().signal(), Some(libc::SIGKILL));
+}
+
+/// A graceful stop graduates (the default `--on-signal graduate`); a page whose bytes cannot
+/// be read fails graduation, and the VMM is killed (`--on-fatal kill`) instead of having its
+/// ranges unregistered over missing bytes.
+#[test]
+fn graduation_over_a_failing_source_kills_the_vmm() {
+    let (_dir, daemon, model) = start_with_budget("graduate-fail-kill", "kill", "20");
+    let vmm = start_vmm(&daemon, vec![2 * MIB, 2 * MIB], false);
+    let hashes = vmm.hash(0, 16 * PAGE).unwrap();
+    assert_hashes(&hashes, &model, 0, 16 * PAGE);
+    daemon.signal(rustix::process::Signal::TERM);
+    assert_eq!(vmm.wait().unwrap().signal(), Some(libc::SIGKILL));
+    let (status, stderr) = daemon.wait(TIMEOUT);
+    assert_eq!(exit_code(status, &stderr), 3, "{stderr}");
+    for needle in [
+        "graduation cannot install the page",
+        "injected storage failure",
+        "was killed",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "{needle:?} missing from:\n{stderr}"
+        );
+    }
+}
+
+/// As above with `--on-fatal exit`: the VMM is left frozen with its ranges still registered,
+/// so its untouched pages stay absent and a touch of them waits (never reads zeros).
+#[test]
+fn graduation_over_a_failing_source_with_on_fatal_exit_leaves_the_vmm_frozen() {
+    let (_dir, daemon, model) = start_with_budget("graduate-fail-exit", "exit", "20");
+    let vmm = start_vmm(&daemon, vec![2 * MIB, 2 * MIB], false);
+    let hashes = vmm.hash(0, 16 * PAGE).unwrap();
+    assert_hashes(&hashes, &model, 0, 16 * PAGE);
+    daemon.signal(rustix::process::Signal::TERM);
+    let (status, stderr) = daemon.wait(TIMEOUT);
+    assert_eq!(exit_code(status, &stderr), 3, "{stderr}");
+    assert!(stderr.contains("was left frozen"), "{stderr}");
+    let touch = vmm.start_touch(Touch::read(0, 4 * MIB, 2)).unwrap();
+    let waited = touch.wait_timeout(Duration::from_millis(500));
+    assert!(
+        matches!(waited, Err(VmmError::Timeout { .. })),
+        "the touch finished without a handler: {waited:?}"
+    );
     let present = vmm
         .pagemap(0, 4 * MIB)
         .unwrap()

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Daemon, MIB, Model, PAGE, TIMEOUT, TestDir, exit_code, model_image, start_vmm, verify_all,
+    Daemon, HUGE, MIB, Model, PAGE, TIMEOUT, TestDir, exit_code, model_image, start_vmm, verify_all,
 };
 use rustix::process::Signal;
 use test_vmm::{Split, Touch};
@@ -189,6 +189,44 @@ fn sigterm_graduates_the_vmm_which_runs_on() {
     verify_all(&vmm, &model);
     vmm.touch(Touch::write(0, 8 * MIB, 2, 3)).unwrap();
     model.touch_write(0, 8 * MIB, 3);
+    verify_all(&vmm, &model);
+    assert!(vmm.exit().unwrap().success());
+}
+
+/// A 2 MiB guest over a generation of 4 KiB blocks (zero blocks are holes inside huge pages):
+/// the bulk prefetch cannot copy those huge pages in one piece, and graduation must still
+/// install every byte, leaving only whole-page holes to the kernel.
+#[test]
+fn sigterm_graduates_a_2m_guest_over_a_4k_block_generation() {
+    if !test_support::hugepages_or_skip(
+        "sigterm_graduates_a_2m_guest_over_a_4k_block_generation",
+        2,
+    ) {
+        return;
+    }
+    let dir = TestDir::new("graduate-2m");
+    let model = model_image(SEED, 4 * MIB, HUGE);
+    let snapshot = dir.join("gen0");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    let build = uuid::Uuid::new_v4();
+    let mut data =
+        std::fs::File::create(snapshot_format::snapshot_dir::data_path(&snapshot, build)).unwrap();
+    let header =
+        snapshot_format::write_generation_zero(&model.bytes[..], PAGE, build, &mut data).unwrap();
+    std::fs::write(
+        snapshot_format::snapshot_dir::header_path(&snapshot),
+        header.encode_native(),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&dir, &["--snapshot-dir", path(&snapshot)]);
+    let vmm = start_vmm(&daemon, vec![2 * MIB, 2 * MIB], true);
+    vmm.touch(Touch::read(0, HUGE, 1)).unwrap();
+    daemon.signal(Signal::TERM);
+    expect_exit(
+        daemon,
+        0,
+        &["stopped by SIGTERM", "runs on without a handler"],
+    );
     verify_all(&vmm, &model);
     assert!(vmm.exit().unwrap().success());
 }
