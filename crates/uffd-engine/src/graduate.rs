@@ -17,7 +17,7 @@ use uffd_core::{CopyMode, Status};
 use crate::metrics::Metrics;
 use crate::retry::jitter;
 use crate::shared::Shared;
-use crate::source::{PageSource, SourceError, read_into};
+use crate::source::{PageSource, SourceError};
 use crate::{EngineError, EngineExit};
 
 /// How long graduation waits for a page another attempt (a demand fault, the retry of a failed
@@ -109,7 +109,7 @@ fn install_page(shared: &Shared, page: u64, buf: &mut [u8]) -> Result<Installed,
             continue;
         };
         // Outside every lock, as for a demand fault.
-        if let Err(e) = read_into(&*shared.source, offset, buf) {
+        if let Err(e) = shared.source.read_into(offset, buf) {
             drop(claim);
             failed(&mut errors, e.0)?;
             continue;

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use page_tracker::{Access, Claim, PageState, WriteMark};
 use snapshot_format::Chunk;
-use uffd_core::{CopyMode, Outcome, PageSize, Range, Status, WriteProtectMode, ZeropageMode};
+use uffd_core::{
+    CopyMode, Errno, Outcome, PageSize, Range, Status, WriteProtectMode, ZeropageMode,
+};
 
 use crate::EngineExit;
 use crate::claim;
@@ -16,7 +18,6 @@ use crate::locks::Installing;
 use crate::metrics::Metrics;
 use crate::retry::Verdict;
 use crate::shared::Shared;
-use crate::source::read_into;
 
 /// A buffer for pages whose bytes span several source pieces.
 pub(crate) struct Scratch(Vec<u8>);
@@ -103,7 +104,7 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
                 Ok(_) => {
                     // The run crosses source pieces: serve the faulting page alone.
                     claim = claim::narrow(claim, page);
-                    match read_into(&*shared.source, page * page_bytes, &mut scratch.0) {
+                    match shared.source.read_into(page * page_bytes, &mut scratch.0) {
                         Ok(()) => Bytes::Assembled,
                         Err(e) => return source_failed(shared, fault, page, e.0),
                     }
@@ -150,6 +151,7 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
     // inside the gate would keep every reader's read(2) waiting on it (half the throughput
     // of two faulting threads, measured).
     let mode = copy_mode(shared, access) | CopyMode::DONTWAKE;
+    let from_mapping = matches!(bytes, Bytes::Source(_));
     let (outcome, from_source) = match bytes {
         Bytes::Source(src) => (installing.copy(dst, src, mode), true),
         Bytes::Assembled => (installing.copy(dst, &scratch.0, mode), true),
@@ -191,6 +193,25 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
         claim = rest;
     }
     drop(settled);
+    if from_mapping && matches!(outcome.status, Status::Other(e) if e == Errno::FAULT) {
+        // The kernel could not read the source slice: its file lost those bytes (truncated)
+        // or its storage failed under the read. A source error, not a fatal one; handled with
+        // the claim still held, so no second attempt starts before its backoff is scheduled.
+        if fault_served {
+            // The faulting page made it; the rest of the window stays Missing for later.
+            drop(claim);
+            fault.finish(Finish::Installed);
+        } else {
+            let error = format!(
+                "the kernel could not read the snapshot's bytes at image offset {:#x} (EFAULT \
+                 from UFFDIO_COPY): the data file lost them (truncated?) or its storage failed",
+                page * page_bytes
+            );
+            source_failed(shared, fault, page, error);
+            drop(claim);
+        }
+        return;
+    }
     drop(claim);
     match outcome.status {
         Status::Complete => fault.finish(Finish::Installed),

@@ -19,7 +19,21 @@ pub trait PageSource: Send + Sync {
     fn size(&self) -> u64;
 
     /// The piece of the image starting at `offset`, at most `max_len` bytes, never empty.
+    ///
+    /// The engine hands `Data` slices to the kernel only (a `UFFDIO_COPY` source), never reads
+    /// them itself: a slice of a file mapping whose file lost those bytes makes the COPY fail
+    /// with EFAULT, which the engine retries as a source error.
     fn chunk(&self, offset: u64, max_len: u64) -> Result<Chunk<'_>, SourceError>;
+
+    /// Copies `[offset, offset + buf.len())` into `buf` (zeros for zero runs): the bytes of
+    /// a page that spans pieces, and of graduation's sweep.
+    ///
+    /// The default copies from [`PageSource::chunk`]'s slices; a source over file mappings must
+    /// override it with reads that report a lost byte as an error (`pread`), since touching a
+    /// mapping whose file was truncated raises SIGBUS.
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        copy_from_chunks(self, offset, buf)
+    }
 }
 
 impl PageSource for LayeredSource {
@@ -31,11 +45,17 @@ impl PageSource for LayeredSource {
     fn chunk(&self, offset: u64, max_len: u64) -> Result<Chunk<'_>, SourceError> {
         LayeredSource::chunk(self, offset, max_len).map_err(|e| SourceError(e.to_string()))
     }
+
+    /// `pread` of the data files: a truncated file is an error, never SIGBUS.
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        LayeredSource::read_into(self, offset, buf).map_err(|e| SourceError(e.to_string()))
+    }
 }
 
-/// Copies `[offset, offset + buf.len())` of `source` into `buf`, zero-filling zero runs.
-pub(crate) fn read_into(
-    source: &dyn PageSource,
+/// Copies `[offset, offset + buf.len())` of `source` into `buf` from its chunks, zero-filling
+/// zero runs: [`PageSource::read_into`]'s default.
+fn copy_from_chunks<S: PageSource + ?Sized>(
+    source: &S,
     offset: u64,
     buf: &mut [u8],
 ) -> Result<(), SourceError> {

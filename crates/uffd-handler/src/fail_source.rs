@@ -1,7 +1,6 @@
 //! Test hook (feature `test-hooks` only): a source that fails for good after a number of
-//! successful reads, behind the hidden flag `--fail-source-after N`. A real source cannot be
-//! made to fail on demand (the data files are `mmap`ed: a truncated file raises SIGBUS rather
-//! than an error), so the fatal-error path is tested through this wrapper.
+//! successful reads, behind the hidden flag `--fail-source-after N`, for tests of the fatal
+//! path that need a source failing for good at a chosen moment.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,20 +25,32 @@ impl FailingSource {
     }
 }
 
+impl FailingSource {
+    /// Takes one read from the budget, or fails once it is spent.
+    fn spend(&self, offset: u64) -> Result<(), SourceError> {
+        self.budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .map(|_| ())
+            .map_err(|_| {
+                SourceError(format!(
+                    "injected storage failure at image offset {offset:#x} (--fail-source-after)"
+                ))
+            })
+    }
+}
+
 impl PageSource for FailingSource {
     fn size(&self) -> u64 {
         self.inner.size()
     }
 
     fn chunk(&self, offset: u64, max_len: u64) -> Result<Chunk<'_>, SourceError> {
-        let left = self
-            .budget
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        match left {
-            Ok(_) => self.inner.chunk(offset, max_len),
-            Err(_) => Err(SourceError(format!(
-                "injected storage failure at image offset {offset:#x} (--fail-source-after)"
-            ))),
-        }
+        self.spend(offset)?;
+        self.inner.chunk(offset, max_len)
+    }
+
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        self.spend(offset)?;
+        self.inner.read_into(offset, buf)
     }
 }

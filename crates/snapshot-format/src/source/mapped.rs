@@ -8,9 +8,10 @@ use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 
-/// Maps the whole file at `path` read-only and shared, as a [`Bytes`] that owns the mapping
-/// (clones and slices share it; it is unmapped when the last one drops).
-pub(crate) fn map_read_only(path: &Path) -> Result<Bytes> {
+/// Opens the file at `path` read-only and maps the whole of it shared, as a [`Bytes`] that owns
+/// the mapping (clones and slices share it; it is unmapped when the last one drops). The file
+/// comes back too, for reads that must not touch the mapping (`pread`).
+pub(crate) fn map_read_only(path: &Path) -> Result<(File, Bytes)> {
     let file = File::open(path)
         .map_err(|e| Error::io(format!("opening data file {}", path.display()), e))?;
     let len = file
@@ -19,7 +20,7 @@ pub(crate) fn map_read_only(path: &Path) -> Result<Bytes> {
         .len();
     if len == 0 {
         // Nothing to map; an empty data file (a diff with no dirty pages) is valid.
-        return Ok(Bytes::new());
+        return Ok((file, Bytes::new()));
     }
     // SAFETY: `Mmap::map` is unsafe because the mapping aliases the file: if another process
     // writes to it the `&[u8]` we hand out changes underneath, and if it truncates it, touching
@@ -28,8 +29,11 @@ pub(crate) fn map_read_only(path: &Path) -> Result<Bytes> {
     // mapping is private to this process's reads. Callers check the mapped length against every
     // storage range the header references right after mapping (`LayeredSource::open`), so a
     // file that is already short is an error, not a SIGBUS; only truncation *after* open, which
-    // the immutability rule forbids, could still fault.
+    // the immutability rule forbids, could still fault. This crate itself never touches the
+    // mapping in user space: its reads go through `pread` on the file
+    // (`LayeredSource::read_into`); the slices `chunk` hands out are meant for the kernel to
+    // read (a `UFFDIO_COPY` source), which reports a lost page as EFAULT, not SIGBUS.
     let map = unsafe { Mmap::map(&file) }
         .map_err(|e| Error::io(format!("mapping data file {}", path.display()), e))?;
-    Ok(Bytes::from_owner(map))
+    Ok((file, Bytes::from_owner(map)))
 }

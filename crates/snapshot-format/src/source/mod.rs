@@ -3,7 +3,10 @@
 mod mapped;
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use uuid::Uuid;
@@ -77,6 +80,8 @@ pub struct LayeredSource {
 struct BuildFile {
     build_id: Uuid,
     path: PathBuf,
+    /// The open file, for `pread`.
+    file: Arc<File>,
     data: Bytes,
 }
 
@@ -89,7 +94,7 @@ impl LayeredSource {
         let mut file_index: HashMap<Uuid, u32> = HashMap::new();
         for (build, needed) in header.storage_extents() {
             let path = files.get(&build).ok_or(Error::MissingBuildFile { build })?;
-            let data = mapped::map_read_only(path)?;
+            let (file, data) = mapped::map_read_only(path)?;
             let actual = data.len() as u64;
             if actual < needed {
                 return Err(Error::DataFileTooShort {
@@ -104,6 +109,7 @@ impl LayeredSource {
             mapped.push(BuildFile {
                 build_id: build,
                 path: path.clone(),
+                file: Arc::new(file),
                 data,
             });
         }
@@ -175,19 +181,37 @@ impl LayeredSource {
     }
 
     /// Copies `[offset, offset + buf.len())` into `buf` (zeros where the mapping says zero).
+    ///
+    /// Reads the data files with `pread`, never through the mapping: a file truncated or
+    /// failing underneath is an [`Error::Io`] naming it (a short read is `UnexpectedEof`),
+    /// where touching the mapping would raise SIGBUS.
     pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.header.read_plan(offset, buf.len() as u64)?;
         let mut done = 0usize;
         while done < buf.len() {
             let rest = &mut buf[done..];
-            done += match self.chunk(offset + done as u64, rest.len() as u64)? {
-                Chunk::Zero(len) => {
+            let at = offset + done as u64;
+            done += match self.locate(at, rest.len() as u64)? {
+                Piece::Zero(len) => {
                     rest[..len as usize].fill(0);
                     len as usize
                 }
-                Chunk::Data(slice) => {
-                    rest[..slice.len()].copy_from_slice(slice);
-                    slice.len()
+                Piece::File(file, range) => {
+                    let len = range.len();
+                    file.file
+                        .read_exact_at(&mut rest[..len], range.start as u64)
+                        .map_err(|e| {
+                            Error::io(
+                                format!(
+                                    "reading {len} bytes at {:#x} of data file {} (image offset \
+                                     {at:#x})",
+                                    range.start,
+                                    file.path.display()
+                                ),
+                                e,
+                            )
+                        })?;
+                    len
                 }
             };
         }

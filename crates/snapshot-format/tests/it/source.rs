@@ -227,3 +227,28 @@ fn sources_and_headers_can_be_shared_across_threads() {
     shareable::<Header>();
     shareable::<Segment>();
 }
+
+/// A data file truncated after open: `read_into` reads with `pread`, so the lost bytes are an
+/// I/O error naming the file, never a SIGBUS from touching the mapping.
+#[test]
+fn read_into_a_file_truncated_underneath_is_an_error_not_sigbus() {
+    let dir = TestDir::new("truncated-read");
+    let path = dir.join("memory");
+    fs::write(&path, vec![0x5a; 8 * PAGE as usize]).unwrap();
+    let source = LayeredSource::open_memory_file(&path, PAGE).unwrap();
+    let mut buf = vec![0; PAGE as usize];
+    source.read_into(6 * PAGE, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0x5a));
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(4 * PAGE)
+        .unwrap();
+    let error = source.read_into(6 * PAGE, &mut buf).unwrap_err();
+    assert!(matches!(error, Error::Io { .. }), "{error}");
+    assert!(error.to_string().contains("memory"), "{error}");
+    // Bytes still in the file are read as before.
+    source.read_into(PAGE, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0x5a));
+}
