@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, bounded};
 use page_tracker::{Access, PageRange, PageState, StateSet};
 use snapshot_format::Chunk;
-use uffd_core::Status;
+use uffd_core::{CopyMode, PageSize, Status, ZeropageMode};
 
 use crate::EngineExit;
 use crate::metrics::Metrics;
@@ -22,9 +22,11 @@ use crate::shared::Shared;
 pub struct PrefetchReport {
     /// Pages installed.
     pub installed_pages: u64,
-    /// Pages passed over: already installed, removed, in flight, or holes in the snapshot
-    /// (the kernel fills those with zeros on first touch once they are no longer registered,
-    /// and a demand fault serves them meanwhile).
+    /// Holes in the snapshot installed as zero pages (write-protected under dirty tracking, so
+    /// a write still shows as dirty): no demand fault comes for them afterwards.
+    pub zero_pages: u64,
+    /// Pages passed over: already installed, removed, in flight, failed to read, or pieces
+    /// shorter than a page (demand faults and graduation's sweep assemble those).
     pub skipped_pages: u64,
     /// Chunks retried after EAGAIN (an event was pending).
     pub deferred_chunks: u64,
@@ -48,6 +50,7 @@ pub struct PrefetchHandle {
 #[derive(Debug, Default)]
 struct Counters {
     installed: AtomicU64,
+    zero: AtomicU64,
     skipped: AtomicU64,
     deferred: AtomicU64,
 }
@@ -71,6 +74,7 @@ impl PrefetchHandle {
         let installed = self.counters.installed.load(Ordering::Relaxed);
         PrefetchReport {
             installed_pages: installed,
+            zero_pages: self.counters.zero.load(Ordering::Relaxed),
             skipped_pages: self.counters.skipped.load(Ordering::Relaxed),
             deferred_chunks: self.counters.deferred.load(Ordering::Relaxed),
             bytes: installed * page_bytes,
@@ -217,23 +221,52 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
             return first + pages;
         }
     };
-    let data = match piece {
-        Chunk::Zero(n) => {
-            let n = (n / bytes).clamp(1, pages);
-            counters.skipped.fetch_add(n, Ordering::Relaxed);
-            return first + n;
+    let fill = match piece {
+        Chunk::Zero(n) if n >= bytes => {
+            // A hole: installed as zero pages in bulk, so no demand fault comes for it later.
+            let run = (n / bytes).min(pages);
+            if run < pages {
+                let _later = claim.split_off(first + run);
+            }
+            Fill::Zeros
         }
-        Chunk::Data(d) if (d.len() as u64) < bytes => {
-            // A piece shorter than a page (tiny source blocks): demand faults assemble those.
+        Chunk::Data(d) if d.len() as u64 >= bytes => {
+            let d = &d[..(d.len() as u64 / bytes * bytes) as usize];
+            let data_pages = d.len() as u64 / bytes;
+            if data_pages < pages {
+                let _later = claim.split_off(first + data_pages);
+            }
+            Fill::Data(d)
+        }
+        _ => {
+            // A piece shorter than a page (tiny source blocks): demand faults and graduation's
+            // sweep assemble those.
             counters.skipped.fetch_add(1, Ordering::Relaxed);
             return first + 1;
         }
-        Chunk::Data(d) => &d[..(d.len() as u64 / bytes * bytes) as usize],
     };
-    let data_pages = data.len() as u64 / bytes;
-    if data_pages < pages {
-        let _later = claim.split_off(first + data_pages);
-    }
+    install_locked(shared, claim, end, fill, counters)
+}
+
+/// What a prefetch install puts into its pages.
+enum Fill<'a> {
+    /// Source bytes, at least as long as the claim.
+    Data(&'a [u8]),
+    /// Zeros: a hole in the snapshot.
+    Zeros,
+}
+
+/// Installs the leading Missing pages of `claim` under the settle lock and the read gate (at
+/// most one short piece per gate hold); returns the next page to look at.
+fn install_locked(
+    shared: &Shared,
+    mut claim: page_tracker::Claim<'_>,
+    end: u64,
+    fill: Fill<'_>,
+    counters: &Counters,
+) -> u64 {
+    let bytes = shared.page_bytes();
+    let first = claim.pages().start();
     crate::hooks::hook(
         shared,
         crate::hooks::HookPoint::BeforeBarrier,
@@ -255,9 +288,14 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
         counters.skipped.fetch_add(1, Ordering::Relaxed);
         return first + 1;
     }
-    // One short COPY per gate hold, so reading events never waits long behind prefetch; the
-    // rest of the run is the next call's.
-    let missing = missing.min((GATE_PIECE_BYTES / bytes).max(1));
+    // One short install per gate hold, so reading events never waits long behind prefetch; the
+    // rest of the run is the next call's. Zeros by COPY come from the engine's zero buffer.
+    let zero_page_ioctl = !shared.wp && shared.page_size == PageSize::Base4K;
+    let cap = match fill {
+        Fill::Zeros if !zero_page_ioctl => GATE_PIECE_BYTES.min(shared.zeros.len() as u64),
+        _ => GATE_PIECE_BYTES,
+    };
+    let missing = missing.min((cap / bytes).max(1));
     if missing < claim.pages().len() {
         let _later = claim.split_off(first + missing);
     }
@@ -265,19 +303,34 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
         counters.skipped.fetch_add(missing, Ordering::Relaxed);
         return first + missing;
     };
+    let len = (missing * bytes) as usize;
     let mode = if shared.wp {
-        uffd_core::CopyMode::WP
+        CopyMode::WP
     } else {
-        uffd_core::CopyMode::empty()
+        CopyMode::empty()
     };
-    let outcome = installing.copy(dst, &data[..(missing * bytes) as usize], mode);
+    let outcome = match fill {
+        Fill::Data(data) => installing.copy(dst, &data[..len], mode),
+        // No ZEROPAGE under write protection: a write between it and a WRITEPROTECT would go
+        // unseen (known failure #16); hugetlbfs has no ZEROPAGE at all.
+        Fill::Zeros if zero_page_ioctl => installing.zeropage(dst, ZeropageMode::empty()),
+        Fill::Zeros => installing.copy(dst, &shared.zeros[..len], mode),
+    };
     let done = outcome.done / bytes;
     if done > 0 {
         if let Ok(rest) = claim.split_off(first + done) {
-            let n = claim.install_source(Access::Read);
-            counters.installed.fetch_add(n, Ordering::Relaxed);
-            Metrics::add(&shared.metrics.prefetch_installed, n);
-            Metrics::add(&shared.metrics.prefetch_bytes, n * bytes);
+            match fill {
+                Fill::Data(_) => {
+                    let n = claim.install_source(Access::Read);
+                    counters.installed.fetch_add(n, Ordering::Relaxed);
+                    Metrics::add(&shared.metrics.prefetch_installed, n);
+                    Metrics::add(&shared.metrics.prefetch_bytes, n * bytes);
+                }
+                Fill::Zeros => {
+                    let n = claim.install_zero(Access::Read);
+                    counters.zero.fetch_add(n, Ordering::Relaxed);
+                }
+            }
             drop(rest);
         }
     }

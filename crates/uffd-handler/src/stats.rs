@@ -204,10 +204,12 @@ impl Stats {
                     0.0
                 };
                 format!(
-                    "{} pages ({}) in {} ({rate:.0} MiB/s), {} skipped{}",
+                    "{} pages ({}) in {} ({rate:.0} MiB/s), {} holes as zero pages, {} \
+                     skipped{}",
                     r.installed_pages,
                     bytes(r.bytes),
                     secs(elapsed),
+                    r.zero_pages,
                     r.skipped_pages,
                     if r.stopped { ", stopped early" } else { "" }
                 )

@@ -8,6 +8,7 @@ mod common;
 mod basic;
 mod events;
 mod graduation;
+mod prefetch;
 mod soak;
 mod vmm;
 mod vmm_dirty;
