@@ -1,6 +1,7 @@
 //! The layered source: bytes of any logical range, served from `mmap`ed build data files.
 
 mod mapped;
+mod sparse;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::model::Header;
+use crate::model::{Header, Metadata};
 
 /// Marks an entry with no file (a zero run) in `LayeredSource::entry_file`.
 const NO_FILE: u32 = u32::MAX;
@@ -126,14 +127,24 @@ impl LayeredSource {
     }
 
     /// Serves a plain memory file (a Firecracker snapshot memory file, no header) as generation
-    /// 0 of a fresh build: one entry maps `[0, len)` to the file itself. Its length must be a
-    /// multiple of `block_size`.
+    /// 0 of a fresh build: its data extents map to the file itself, its holes (found with
+    /// `SEEK_DATA`/`SEEK_HOLE`, widened to whole blocks) are zero runs, so a sparse file's holes
+    /// are served without a read and without filling the page cache. A file system without
+    /// hole reporting shows the whole file as data. The length must be a multiple of
+    /// `block_size`.
     pub fn open_memory_file(path: &Path, block_size: u64) -> Result<Self> {
-        let len = std::fs::metadata(path)
-            .map_err(|e| Error::io(format!("reading the length of {}", path.display()), e))?
-            .len();
+        let context = || format!("finding the data and holes of {}", path.display());
+        let file = File::open(path).map_err(|e| Error::io(context(), e))?;
+        let len = file.metadata().map_err(|e| Error::io(context(), e))?.len();
         let build = Uuid::new_v4();
-        let header = Header::full_image(build, block_size, len)?;
+        // Checks the geometry (length a multiple of the block size) before any seek.
+        Header::full_image(build, block_size, len)?;
+        let extents =
+            sparse::data_extents(&file, len, block_size).map_err(|e| Error::io(context(), e))?;
+        let header = Header::new(
+            Metadata::generation_zero(build, block_size, len),
+            sparse::mappings(&extents, len, build),
+        )?;
         LayeredSource::open(header, &HashMap::from([(build, path.to_path_buf())]))
     }
 

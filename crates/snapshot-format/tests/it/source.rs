@@ -252,3 +252,60 @@ fn read_into_a_file_truncated_underneath_is_an_error_not_sigbus() {
     source.read_into(PAGE, &mut buf).unwrap();
     assert!(buf.iter().all(|&b| b == 0x5a));
 }
+
+/// A sparse memory file (Firecracker's diff snapshots are sparse): its holes are zero runs,
+/// read without touching the file, its data extents are served from the file in place.
+#[test]
+fn a_sparse_memory_file_serves_its_holes_as_zero_runs() {
+    use std::os::unix::fs::FileExt;
+
+    let dir = TestDir::new("sparse");
+    let path = dir.join("memory");
+    let file = fs::File::create(&path).unwrap();
+    file.set_len(16 * PAGE).unwrap();
+    file.write_all_at(&[0x22; PAGE as usize], 2 * PAGE).unwrap();
+    file.write_all_at(&[0x99; 2 * PAGE as usize], 9 * PAGE)
+        .unwrap();
+    file.sync_all().unwrap();
+    // SEEK_HOLE at 0 finds the hole only where the file system reports holes.
+    let first_hole = rustix::fs::seek(&file, rustix::fs::SeekFrom::Hole(0)).unwrap();
+    if first_hole != 0 {
+        test_support::skip(
+            "a_sparse_memory_file_serves_its_holes_as_zero_runs",
+            "the temp directory's file system does not report holes (SEEK_HOLE)",
+        );
+        return;
+    }
+    let source = LayeredSource::open_memory_file(&path, PAGE).unwrap();
+    let spans: Vec<(u64, u64, bool)> = source
+        .header()
+        .entries()
+        .iter()
+        .map(|e| (e.offset / PAGE, e.length / PAGE, e.is_zero()))
+        .collect();
+    assert_eq!(
+        spans,
+        vec![
+            (0, 2, true),
+            (2, 1, false),
+            (3, 6, true),
+            (9, 2, false),
+            (11, 5, true)
+        ]
+    );
+    assert_eq!(source.chunk(0, 16 * PAGE).unwrap(), Chunk::Zero(2 * PAGE));
+    assert_eq!(
+        source.chunk(9 * PAGE, PAGE).unwrap(),
+        Chunk::Data(&[0x99; PAGE as usize])
+    );
+    let mut all = vec![0xff; 16 * PAGE as usize];
+    source.read_into(0, &mut all).unwrap();
+    for (page, bytes) in all.chunks(PAGE as usize).enumerate() {
+        let want = match page {
+            2 => 0x22,
+            9 | 10 => 0x99,
+            _ => 0,
+        };
+        assert!(bytes.iter().all(|&b| b == want), "page {page}");
+    }
+}
