@@ -189,9 +189,15 @@ fn cross_check() -> Result<(), String> {
 
 /// `cargo package` of every publishable crate, each verified by building it from its
 /// package alone, as crates.io would (the workspace's own crates resolve through cargo's
-/// local overlay of the packages being made).
+/// local overlay of the packages being made), in a fresh target directory.
 fn package() -> Result<(), String> {
-    let mut args = vec!["package", "--allow-dirty"];
+    forget_unpacked_packages();
+    // A target directory of its own, emptied first: cargo fingerprints registry packages by
+    // name and version only, so builds left from an earlier run would be reused as they are.
+    let target = workspace_root().join("target").join("package-verify");
+    let _ = std::fs::remove_dir_all(&target);
+    let target = target.to_string_lossy().into_owned();
+    let mut args = vec!["package", "--allow-dirty", "--target-dir", target.as_str()];
     for krate in LIBRARY_CRATES.iter().chain(&["uffd-handler"]) {
         args.extend(["-p", krate]);
     }
@@ -259,5 +265,36 @@ fn report_machine() {
                 "NOT usable; tests that need it skip"
             }
         );
+    }
+}
+
+/// Removes what earlier `cargo package` runs left of this workspace's packages. Cargo verifies
+/// each package against the others through a local registry: it unpacks them under
+/// `$CARGO_HOME/registry/src/-<hash>/<name>-<version>` and builds them in `target/package`,
+/// and reuses both as registry packages never change: with the version unchanged, a later run
+/// would verify against stale sources and stale builds.
+fn forget_unpacked_packages() {
+    let _ = std::fs::remove_dir_all(workspace_root().join("target").join("package"));
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    let Some(src) = cargo_home.map(|h| h.join("registry").join("src")) else {
+        return;
+    };
+    let Ok(registries) = std::fs::read_dir(&src) else {
+        return;
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    for registry in registries.flatten() {
+        // Local registries have no host name: their directories start with '-'.
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for krate in LIBRARY_CRATES.iter().chain(&["uffd-handler"]) {
+            let unpacked = registry.path().join(format!("{krate}-{version}"));
+            if unpacked.exists() {
+                let _ = std::fs::remove_dir_all(&unpacked);
+            }
+        }
     }
 }
