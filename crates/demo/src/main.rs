@@ -129,8 +129,10 @@ fn run(args: &Args) -> Result<bool, String> {
     )?;
     let restore_started = Instant::now();
     let regions = vec![size * 3 / 4, size / 4];
-    let mut config =
-        VmmConfig::new(&args.vmm, &daemon.socket, regions).timeout(Duration::from_secs(300));
+    // The VMM's log goes to a file, beside the daemons' logs, not between the progress bars.
+    let mut config = VmmConfig::new(&args.vmm, &daemon.socket, regions)
+        .timeout(Duration::from_secs(300))
+        .log_to(work.join("vmm1.log"));
     config.kvm_vcpus = vcpus;
     let vmm = VmmProcess::spawn(config).map_err(|e| format!("starting the VMM: {e}"))?;
     let first = vmm
@@ -195,7 +197,8 @@ fn run(args: &Args) -> Result<bool, String> {
     let daemon = Daemon::start(&args.daemon, &work, "restore2", &gen2, &[])?;
     let restore_started = Instant::now();
     let config = VmmConfig::new(&args.vmm, &daemon.socket, vec![size * 3 / 4, size / 4])
-        .timeout(Duration::from_secs(300));
+        .timeout(Duration::from_secs(300))
+        .log_to(work.join("vmm2.log"));
     let vmm = VmmProcess::spawn(config).map_err(|e| format!("starting the second VMM: {e}"))?;
     let check = bar(size, "verifying generation 2");
     report.bad_blocks_gen2 =

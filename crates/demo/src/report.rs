@@ -210,7 +210,11 @@ impl Report {
         );
         row(
             "daemon exit codes",
-            format!("{:?}, {:?}", self.daemon1_exit, self.daemon2_exit),
+            format!(
+                "{}, {}",
+                exit_code(self.daemon1_exit),
+                exit_code(self.daemon2_exit)
+            ),
         );
         println!();
         println!(
@@ -222,4 +226,9 @@ impl Report {
             }
         );
     }
+}
+
+/// An exit code as a number, or what ended the process instead.
+fn exit_code(code: Option<i32>) -> String {
+    code.map_or_else(|| "killed by a signal".to_string(), |c| c.to_string())
 }

@@ -31,6 +31,9 @@ pub struct VmmConfig {
     pub kvm_vcpus: u32,
     /// The longest the driver waits for startup, for any answer, and for exit.
     pub request_timeout: Duration,
+    /// Where the test VMM's log lines go: this file (appended), or, when `None`, the
+    /// driver's stderr, each prefixed with the VMM's pid.
+    pub log_file: Option<PathBuf>,
 }
 
 impl VmmConfig {
@@ -47,6 +50,15 @@ impl VmmConfig {
             gap: DEFAULT_GAP,
             kvm_vcpus: 0,
             request_timeout: Duration::from_secs(10),
+            log_file: None,
+        }
+    }
+
+    /// The test VMM's log lines go to `path` (appended) instead of the driver's stderr.
+    pub fn log_to(self, path: impl Into<PathBuf>) -> Self {
+        VmmConfig {
+            log_file: Some(path.into()),
+            ..self
         }
     }
 

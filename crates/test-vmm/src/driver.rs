@@ -111,8 +111,18 @@ impl VmmProcess {
         })
         .and_then(|reader| {
             let shared = Arc::clone(&shared);
+            let log = match &config.log_file {
+                Some(path) => Some(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .map_err(VmmError::Io)?,
+                ),
+                None => None,
+            };
             let logger = spawn_thread("vmm-stderr", move || {
-                read_stderr(BufReader::new(stderr), &shared, pid)
+                read_stderr(BufReader::new(stderr), &shared, pid, log)
             })?;
             Ok(vec![reader, logger])
         });
@@ -363,11 +373,18 @@ fn read_stdout(stdout: impl BufRead, shared: &Shared, startup: Sender<Startup>) 
     shared.pending.lock().take();
 }
 
-/// The test VMM's stderr: echoed (prefixed with its pid) and the last lines kept.
-fn read_stderr(stderr: impl BufRead, shared: &Shared, pid: u32) {
+/// The test VMM's stderr: written to `log`, or echoed (prefixed with its pid); the last lines
+/// kept for error messages.
+fn read_stderr(stderr: impl BufRead, shared: &Shared, pid: u32, mut log: Option<std::fs::File>) {
     for line in stderr.lines() {
         let Ok(line) = line else { break };
-        eprintln!("[test-vmm {pid}] {line}");
+        match &mut log {
+            Some(file) => {
+                use std::io::Write as _;
+                let _ = writeln!(file, "{line}");
+            }
+            None => eprintln!("[test-vmm {pid}] {line}"),
+        }
         let mut tail = shared.stderr.lock();
         if tail.len() == STDERR_TAIL {
             tail.pop_front();

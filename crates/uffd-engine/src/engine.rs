@@ -63,6 +63,8 @@ pub struct Engine {
     readers: Vec<JoinHandle<()>>,
     exits: Receiver<EngineExit>,
     prefetches: Mutex<Vec<Arc<AtomicBool>>>,
+    /// Set once [`Engine::graduate`] has succeeded.
+    graduated: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -175,6 +177,7 @@ impl Engine {
             readers,
             exits,
             prefetches: Mutex::default(),
+            graduated: false,
         })
     }
 
@@ -226,6 +229,11 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// Whether written pages are tracked (`EngineConfig::dirty_tracking`).
+    pub fn dirty_tracking(&self) -> bool {
+        self.shared.wp
     }
 
     /// The page size in bytes.
@@ -362,10 +370,21 @@ impl Engine {
         // thread holding one has been joined.
     }
 
-    /// Installs every page the snapshot holds bytes for while still serving faults: the bulk
-    /// prefetch, then a sweep of what it left (`graduate.rs`). Only holes stay Missing, to
-    /// read zeros from the kernel once the ranges are unregistered.
-    fn graduate(&mut self) -> Result<(), EngineError> {
+    /// Installs every page the snapshot holds bytes for while still serving faults (the bulk
+    /// prefetch, then a sweep of what it left), then stops serving. Only holes in the snapshot
+    /// stay Missing, to read zeros from the kernel once [`Engine::close`] with
+    /// [`CloseWhen::Graduate`] unregisters the ranges. Calling it first lets the owner read
+    /// the final counters before the close; the close then does not graduate again.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Graduation`] naming a page that could not be installed (its source
+    /// failed past the retries). The ranges stay registered and the uffd open: kill the VMM
+    /// ([`CloseWhen::KillVmm`]) or leave it frozen; never unregister over missing bytes.
+    pub fn graduate(&mut self) -> Result<(), EngineError> {
+        if self.graduated {
+            return Ok(());
+        }
         let size = self.shared.layout.read().image_size();
         let started = Instant::now();
         let report = self
@@ -375,6 +394,7 @@ impl Engine {
         tracing::info!(?report, ?sweep, elapsed = ?started.elapsed(), "graduation installs done");
         self.stop();
         if sweep.vmm_gone {
+            self.graduated = true;
             return Ok(());
         }
         // Every page still Missing now must be a hole: a page a demand fault held while the

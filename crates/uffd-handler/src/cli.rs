@@ -55,8 +55,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub readers: usize,
     /// Fault-around window: a read fault installs the aligned window of still-missing pages
-    /// around it in one copy.
-    #[arg(long, value_name = "PAGES", default_value = "off")]
+    /// around it in one copy. A size (`64K`, `256K`, `1M`), capped at 2 MiB so that one
+    /// demand fault copies 2 MiB at most (one page on a 2 MiB-page guest); a plain number is
+    /// a page count, as before; `off` is one page.
+    #[arg(long, value_name = "BYTES|PAGES", default_value = "off", value_parser = parse_fault_around)]
     pub fault_around: FaultAround,
     /// What to install in the background while the guest runs: nothing, the whole image in
     /// ascending order, or the working set's pages in recorded order and then the rest.
@@ -121,32 +123,53 @@ pub(crate) struct ServeArgs {
     pub fail_source_after: Option<u64>,
 }
 
-/// `--fault-around`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// `--fault-around`: the window a read fault installs around itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FaultAround {
-    /// One page per fault.
-    #[value(name = "off", alias = "1")]
+    /// One page per fault (`off`, or `1`).
     Off,
-    /// 4 pages.
-    #[value(name = "4")]
-    Pages4,
-    /// 16 pages.
-    #[value(name = "16")]
-    Pages16,
-    /// 64 pages.
-    #[value(name = "64")]
-    Pages64,
+    /// A window of this many bytes (`64K`, `256K`, `1M`: a size with a suffix).
+    Bytes(u64),
+    /// A window of this many pages (a plain number: 4, 16, 64; the flag's older form).
+    Pages(u64),
 }
 
+/// The largest fault-around window: one 2 MiB copy inside a demand fault. On a 2 MiB-page
+/// guest every window is therefore one page.
+pub(crate) const FAULT_AROUND_MAX_BYTES: u64 = 2 << 20;
+
 impl FaultAround {
-    /// The window in pages.
-    pub(crate) fn pages(self) -> u64 {
-        match self {
-            FaultAround::Off => 1,
-            FaultAround::Pages4 => 4,
-            FaultAround::Pages16 => 16,
-            FaultAround::Pages64 => 64,
-        }
+    /// The window in pages of `page_size` bytes: a power of two, at least 1, at most
+    /// [`FAULT_AROUND_MAX_BYTES`].
+    pub(crate) fn pages(self, page_size: u64) -> u64 {
+        let bytes = match self {
+            FaultAround::Off => return 1,
+            FaultAround::Bytes(bytes) => bytes,
+            FaultAround::Pages(pages) => pages.saturating_mul(page_size),
+        };
+        let pages = (bytes.min(FAULT_AROUND_MAX_BYTES) / page_size.max(1)).max(1);
+        // Round down to a power of two: windows are aligned.
+        1 << pages.ilog2()
+    }
+}
+
+/// Parses `--fault-around`: `off`, a page count (a plain number) or a size with a suffix.
+pub(crate) fn parse_fault_around(s: &str) -> Result<FaultAround, String> {
+    let s = s.trim();
+    if s == "off" {
+        return Ok(FaultAround::Off);
+    }
+    let has_suffix = s.ends_with(['K', 'k', 'M', 'm', 'G', 'g']);
+    let n = parse_size(s)?;
+    match (has_suffix, n) {
+        (_, 0) => Err(format!("{s:?}: the window must not be empty (say `off`)")),
+        (false, 1) => Ok(FaultAround::Off),
+        (false, pages) if pages.is_power_of_two() => Ok(FaultAround::Pages(pages)),
+        (false, _) => Err(format!("{s:?}: a page count must be a power of two")),
+        (true, bytes) if bytes.is_power_of_two() && bytes >= 4096 => Ok(FaultAround::Bytes(bytes)),
+        (true, _) => Err(format!(
+            "{s:?}: a window in bytes must be a power of two of at least 4K"
+        )),
     }
 }
 
@@ -261,13 +284,31 @@ mod tests {
         assert!(parse(&["--next-generation", "/d", "--dirty-tracking"]).is_ok());
         assert!(parse(&["--once", "--keep-listening"]).is_err());
         assert!(parse(&["--fault-around", "16"]).is_ok());
-        assert!(parse(&["--fault-around", "8"]).is_err());
+        assert!(parse(&["--fault-around", "64K"]).is_ok());
+        assert!(parse(&["--fault-around", "12"]).is_err());
         let cli = parse(&["--record-working-set"]).unwrap();
         let CliCommand::Serve(args) = cli.command;
         assert_eq!(args.record_working_set, Some(None));
         let cli = parse(&["--record-working-set", "/w"]).unwrap();
         let CliCommand::Serve(args) = cli.command;
         assert_eq!(args.record_working_set, Some(Some(PathBuf::from("/w"))));
+    }
+
+    #[test]
+    fn fault_around_in_bytes_or_pages_capped_at_2m() {
+        let at = |s: &str, page: u64| parse_fault_around(s).unwrap().pages(page);
+        assert_eq!(at("off", 4096), 1);
+        assert_eq!(at("1", 4096), 1);
+        assert_eq!(at("64K", 4096), 16);
+        assert_eq!(at("16", 4096), 16);
+        assert_eq!(at("64", 4096), 64);
+        assert_eq!(at("4M", 4096), 512, "capped at 2 MiB");
+        // A 2 MiB-page guest: every window is one page (the old `64` meant 128 MiB there).
+        assert_eq!(at("64", 2 << 20), 1);
+        assert_eq!(at("64K", 2 << 20), 1);
+        for bad in ["0", "3", "12K", "1K", "x", ""] {
+            assert!(parse_fault_around(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

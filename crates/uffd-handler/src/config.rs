@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use snapshot_format::{LayeredSource, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 
-use super::cli::{OnFatal, OnSignal, ParentFiles, PrefetchMode, ServeArgs};
+use super::cli::{FaultAround, OnFatal, OnSignal, ParentFiles, PrefetchMode, ServeArgs};
 use super::working_set;
 use uffd_engine::EngineConfig;
 use uffd_handshake::PeerPolicy;
@@ -85,6 +85,8 @@ pub(crate) struct ServeConfig {
     pub(crate) accept_timeout: Option<Duration>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) policy: PeerPolicy,
+    /// `--fault-around`, resolved to pages when a VMM's page size is known.
+    pub(crate) fault_around: FaultAround,
     pub(crate) control: Option<PathBuf>,
     pub(crate) stats_json: Option<PathBuf>,
     pub(crate) keep_listening: bool,
@@ -132,7 +134,8 @@ impl ServeConfig {
         }
         let engine = EngineConfig {
             readers: args.readers,
-            fault_around_pages: args.fault_around.pages(),
+            // Set per VMM once its page size is known (`Daemon::serve_vmm`).
+            fault_around_pages: 1,
             dirty_tracking: args.dirty_tracking,
             record_working_set: record_working_set.is_some(),
             ..EngineConfig::default()
@@ -157,6 +160,7 @@ impl ServeConfig {
             accept_timeout: (!args.accept_timeout.is_zero()).then_some(args.accept_timeout),
             handshake_timeout: args.handshake_timeout,
             policy,
+            fault_around: args.fault_around,
             control: args.control.clone(),
             stats_json: args.stats_json.clone(),
             keep_listening: args.keep_listening,

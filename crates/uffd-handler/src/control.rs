@@ -195,7 +195,7 @@ fn serve_connection(conn: UnixStream, events: &MailboxSender) {
                 let answer = error_line(&format!(
                     "unknown command {other:?}; the commands are stats, snapshot and stop"
                 ));
-                if writeln!(out, "{answer}").is_err() {
+                if send_line(&mut out, &answer).is_err() {
                     return;
                 }
                 continue;
@@ -204,7 +204,10 @@ fn serve_connection(conn: UnixStream, events: &MailboxSender) {
         debug!(?command, "control command");
         if command == ControlCommand::Stop {
             // Answered before the main loop hears of it: once it does, the process may exit.
-            let _ = writeln!(out, "{}", serde_json::json!({ "stopping": true }));
+            let _ = send_line(
+                &mut out,
+                &serde_json::json!({ "stopping": true }).to_string(),
+            );
             let (reply, _) = bounded(1);
             events.send(Message::Control(ControlRequest { command, reply }));
             continue;
@@ -215,8 +218,17 @@ fn serve_connection(conn: UnixStream, events: &MailboxSender) {
             Some(answer) => answer,
             None => error_line("the daemon is exiting"),
         };
-        if writeln!(out, "{answer}").is_err() {
+        if send_line(&mut out, &answer).is_err() {
             return;
         }
     }
+}
+
+/// Writes `line` and its newline with one `write(2)`, so a client that reads once gets a whole
+/// line (formatting machinery writes in pieces).
+fn send_line(out: &mut UnixStream, line: &str) -> std::io::Result<()> {
+    let mut whole = String::with_capacity(line.len() + 1);
+    whole.push_str(line);
+    whole.push('\n');
+    out.write_all(whole.as_bytes())
 }

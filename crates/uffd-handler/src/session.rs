@@ -4,9 +4,11 @@
 use std::ops::Range;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use tracing::{error, info, warn};
 
@@ -16,7 +18,7 @@ use super::vmm_memory::VmmMemory;
 use super::working_set;
 use crate::cli::OnFatal;
 use uffd_engine::GuestLayout;
-use uffd_engine::{CloseWhen, Engine, MetricsSnapshot, PrefetchReport};
+use uffd_engine::{CloseWhen, Engine, EngineError, MetricsSnapshot, PrefetchReport};
 use uffd_handshake::{PeerCredentials, PeerWatch};
 
 /// How long the first-fault sampler runs before giving up (a guest that never faults).
@@ -52,6 +54,12 @@ pub(crate) struct Finished {
     pub(crate) close_error: Option<String>,
 }
 
+/// A background prefetch and its report, there once it has finished.
+struct Prefetch {
+    thread: JoinHandle<()>,
+    report: Arc<Mutex<Option<PrefetchReport>>>,
+}
+
 /// A VMM being served.
 pub(crate) struct Session {
     engine: Engine,
@@ -60,7 +68,7 @@ pub(crate) struct Session {
     layout: GuestLayout,
     started: Instant,
     first_fault: Option<Duration>,
-    prefetch: Option<JoinHandle<PrefetchReport>>,
+    prefetch: Option<Prefetch>,
     next_generation: Option<NextGeneration>,
     record_working_set: Option<PathBuf>,
 }
@@ -81,11 +89,14 @@ impl Session {
         let prefetch = prefetch.and_then(|order| {
             let handle = engine.prefetch(order);
             let page = engine.page_bytes();
+            let report = Arc::new(Mutex::new(None));
+            let done = report.clone();
             std::thread::Builder::new()
                 .name("prefetch-wait".into())
-                .spawn(move || handle.wait(page))
+                .spawn(move || *done.lock() = Some(handle.wait(page)))
                 .inspect_err(|e| warn!(error = %e, "cannot wait for the prefetch; no report"))
                 .ok()
+                .map(|thread| Prefetch { thread, report })
         });
         if watch.pidfd().is_none() && !watch.already_exited() {
             warn!(
@@ -156,12 +167,23 @@ impl Session {
     /// The engine's counters and page states now, settled.
     pub(crate) fn live(&self) -> (MetricsSnapshot, PageCounts) {
         self.engine.settle();
-        (self.engine.metrics(), self.engine.tracker().counts().into())
+        let counts = self.engine.tracker().counts();
+        (
+            self.engine.metrics(),
+            PageCounts::new(counts, self.engine.dirty_tracking()),
+        )
     }
 
     /// Whether the prefetch is still running.
     pub(crate) fn prefetch_running(&self) -> bool {
-        self.prefetch.as_ref().is_some_and(|t| !t.is_finished())
+        self.prefetch
+            .as_ref()
+            .is_some_and(|p| !p.thread.is_finished())
+    }
+
+    /// The prefetch's report, once it has finished.
+    pub(crate) fn prefetch_report(&self) -> Option<PrefetchReport> {
+        self.prefetch.as_ref().and_then(|p| *p.report.lock())
     }
 
     /// Writes the next generation (`snapshot`), if `--next-generation` was given.
@@ -191,13 +213,19 @@ impl Session {
                 Err(e) => error!(pid = peer.pid, error = %e, "cannot kill the VMM"),
             }
         }
+        let mut engine = engine;
+        // Graduation installs pages: it runs before the final figures are taken.
+        let graduation = matches!(how, SessionClose::Graduate { .. }).then(|| engine.graduate());
         engine.settle();
         let metrics = engine.metrics();
-        let pages = engine.tracker().counts().into();
+        let pages = PageCounts::new(engine.tracker().counts(), engine.dirty_tracking());
         let working_set = record_working_set.map(|path| (path, engine.working_set()));
         let pidfd = watch.pidfd().and_then(|fd| fd.try_clone_to_owned().ok());
-        let close_error = close(engine, how, pidfd, peer.pid);
-        let prefetch = prefetch.and_then(|t| t.join().ok());
+        let close_error = close(engine, how, graduation, pidfd, peer.pid);
+        let prefetch = prefetch.and_then(|p| {
+            let _ = p.thread.join();
+            p.report.lock().take()
+        });
         if let Some((path, ranges)) = working_set {
             if how == SessionClose::Abandon {
                 info!("not writing the working set after a fatal error");
@@ -225,12 +253,17 @@ impl Session {
 /// went wrong, if anything; a refused close never drops the engine (which would close the uffd
 /// under the VMM): the VMM is killed, or the uffd is kept open until the process exits.
 fn close(
-    mut engine: Engine,
+    engine: Engine,
     how: SessionClose,
+    graduation: Option<Result<(), EngineError>>,
     pidfd: Option<OwnedFd>,
     pid: i32,
 ) -> Option<String> {
     let spare_pidfd = pidfd.as_ref().and_then(|fd| fd.try_clone().ok());
+    if let Some(Err(error)) = graduation {
+        error!(error = %error, "graduation failed; the ranges stay registered");
+        return refused(engine, how, spare_pidfd, pid, error.to_string());
+    }
     let when = match (how, pidfd) {
         (SessionClose::Abandon, _) => {
             abandon(engine);
@@ -250,13 +283,24 @@ fn close(
             ));
         }
     };
-    let refused = match engine.close(when) {
+    let refusal = match engine.close(when) {
         Ok(()) => return None,
-        Err(refused) => refused,
+        Err(refusal) => refusal,
     };
-    error!(error = %refused.error, "the userfaultfd was not closed");
-    let why = refused.error.to_string();
-    engine = refused.engine;
+    error!(error = %refusal.error, "the userfaultfd was not closed");
+    let why = refusal.error.to_string();
+    refused(refusal.engine, how, spare_pidfd, pid, why)
+}
+
+/// After a refused close (`why`): the VMM is killed if a graduation failed and `--on-fatal
+/// kill` says so; otherwise our copy of the uffd stays open, never dropped under the VMM.
+fn refused(
+    engine: Engine,
+    how: SessionClose,
+    spare_pidfd: Option<OwnedFd>,
+    pid: i32,
+    why: String,
+) -> Option<String> {
     match (how, spare_pidfd) {
         (
             SessionClose::Graduate {

@@ -69,18 +69,26 @@ pub(crate) struct PageCounts {
     pub zero: u64,
     /// Freed by the guest (balloon), not touched since.
     pub removed: u64,
-    /// Written since restore (or the last snapshot).
-    pub dirty: u64,
+    /// With `--dirty-tracking`: written since restore (or the last snapshot). Absent without
+    /// it, where writes to installed pages are not seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dirty: Option<u64>,
+    /// Without `--dirty-tracking`: pages whose first touch was a write (installed writable).
+    /// Absent with it, where they count as dirty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installed_by_write: Option<u64>,
 }
 
-impl From<StateCounts> for PageCounts {
-    fn from(c: StateCounts) -> Self {
+impl PageCounts {
+    /// The tracker's counts, named for whether writes are tracked.
+    pub(crate) fn new(c: StateCounts, dirty_tracking: bool) -> Self {
         PageCounts {
             missing: c.missing,
             clean: c.clean,
             zero: c.zero,
             removed: c.removed,
-            dirty: c.dirty,
+            dirty: dirty_tracking.then_some(c.dirty),
+            installed_by_write: (!dirty_tracking).then_some(c.dirty),
         }
     }
 }
@@ -188,11 +196,12 @@ impl Stats {
                 "pages missing/clean/zero",
                 format!("{} / {} / {}", p.missing, p.clean, p.zero),
             )?;
-            row(
-                out,
-                "pages removed/dirty",
-                format!("{} / {}", p.removed, p.dirty),
-            )?;
+            row(out, "pages removed", p.removed.to_string())?;
+            let (name, count) = match (p.dirty, p.installed_by_write) {
+                (Some(dirty), _) => ("pages dirty", dirty),
+                (None, written) => ("pages installed by a write", written.unwrap_or(0)),
+            };
+            row(out, name, count.to_string())?;
         }
         let prefetch = match (&self.prefetch.report, self.prefetch.running) {
             (_, true) => "running".to_string(),
@@ -301,7 +310,7 @@ mod tests {
             }),
             time_to_first_fault_ms: Some(1.2),
             metrics: Some(MetricsSnapshot::default()),
-            pages: Some(StateCounts::default().into()),
+            pages: Some(PageCounts::new(StateCounts::default(), false)),
             prefetch: PrefetchStats {
                 mode: PrefetchMode::All,
                 running: false,

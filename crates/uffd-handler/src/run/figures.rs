@@ -12,7 +12,7 @@ impl Daemon {
             metrics,
             pages,
             prefetch_running: session.prefetch_running(),
-            prefetch_report: None,
+            prefetch_report: session.prefetch_report(),
         };
         self.stats(state, Some(figures), None)
     }

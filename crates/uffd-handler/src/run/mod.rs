@@ -259,12 +259,10 @@ impl Daemon {
                 return (ExitReport::new(DaemonExit::Handshake, reason), false);
             }
         };
-        let started = Engine::start(
-            uffd,
-            layout,
-            self.source.clone(),
-            self.config.engine.clone(),
-        );
+        let mut engine_config = self.config.engine.clone();
+        engine_config.fault_around_pages =
+            self.config.fault_around.pages(layout.page_size().bytes());
+        let started = Engine::start(uffd, layout, self.source.clone(), engine_config);
         let engine = match started {
             Ok(engine) => engine,
             Err(e) => {

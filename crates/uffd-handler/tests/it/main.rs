@@ -7,4 +7,5 @@ mod common;
 mod e2e;
 mod fatal;
 mod lifecycle;
+mod stats;
 mod storage;
