@@ -39,6 +39,10 @@ pub struct VmmArgs {
     /// Unmapped bytes between regions (rounded up to 2 MiB).
     #[arg(long, default_value_t = DEFAULT_GAP)]
     pub gap: u64,
+    /// Create the userfaultfd blocking (without `O_NONBLOCK`), as a VMM other than
+    /// Firecracker might.
+    #[arg(long)]
+    pub blocking_uffd: bool,
 }
 
 impl VmmArgs {
@@ -64,6 +68,9 @@ impl VmmArgs {
         }
         if let Some(keep) = self.keep_socket {
             args.extend(["--keep-socket".into(), keep.to_string().into()]);
+        }
+        if self.blocking_uffd {
+            args.push("--blocking-uffd".into());
         }
         args
     }
@@ -117,6 +124,7 @@ mod tests {
             keep_socket: Some(true),
             kvm_vcpus: 3,
             gap: 4 << 20,
+            blocking_uffd: true,
         };
         let mut argv = vec![OsString::from("test-vmm")];
         argv.extend(args.to_args());

@@ -31,6 +31,8 @@ pub struct VmmConfig {
     pub kvm_vcpus: u32,
     /// The longest the driver waits for startup, for any answer, and for exit.
     pub request_timeout: Duration,
+    /// Create the userfaultfd without `O_NONBLOCK` (Firecracker sets it; other VMMs may not).
+    pub blocking_uffd: bool,
     /// Where the test VMM's log lines go: this file (appended), or, when `None`, the
     /// driver's stderr, each prefixed with the VMM's pid.
     pub log_file: Option<PathBuf>,
@@ -51,6 +53,7 @@ impl VmmConfig {
             kvm_vcpus: 0,
             request_timeout: Duration::from_secs(10),
             log_file: None,
+            blocking_uffd: false,
         }
     }
 
@@ -96,6 +99,7 @@ impl VmmConfig {
             hugetlb: self.hugetlb,
             payload: self.payload_version,
             keep_socket: self.keep_socket,
+            blocking_uffd: self.blocking_uffd,
             kvm_vcpus: self.kvm_vcpus,
             gap: self.gap,
         }

@@ -62,7 +62,7 @@ fn start(args: &VmmArgs) -> Result<Vmm, (&'static str, String)> {
     let memory = GuestMemory::map(&args.regions, args.page_size, args.hugetlb, args.gap)
         .map_err(|e| ("mmap", e.to_string()))?;
     let uffd = UffdBuilder::new()
-        .non_blocking(true)
+        .non_blocking(!args.blocking_uffd)
         .close_on_exec(true)
         .user_mode_only(false)
         .features(Features::EVENT_REMOVE)

@@ -257,13 +257,20 @@ impl Uffd {
     /// Takes ownership of a userfaultfd created by another process (received over a Unix
     /// socket) whose `UFFDIO_API` was already called there, with the features it enabled.
     ///
-    /// The API call cannot be repeated on the fd, so the caller declares the features; for a
-    /// Firecracker VMM that is `EVENT_REMOVE`. The fd is checked to be a userfaultfd.
+    /// The API call cannot be repeated on the fd. Its state is read from
+    /// `/proc/self/fdinfo`: an fd whose `UFFDIO_API` was never called is refused, and the
+    /// features the creator enabled become [`Uffd::features`]; where fdinfo cannot be read,
+    /// the caller's `features` are taken as declared (for a Firecracker VMM,
+    /// `EVENT_REMOVE`). A blocking fd is made non-blocking (the flag belongs to the open file
+    /// description the creator shares, which it gave away to be read here): the engine
+    /// polls before it reads, and two readers woken by one message would otherwise leave one
+    /// blocked in `read(2)` for good. [`Uffd::was_blocking`] tells whether that happened.
     ///
     /// # Errors
     ///
-    /// [`Error::NotUserfaultfd`] when `/proc/self/fd` shows `fd` is something else (the fd is
-    /// closed).
+    /// [`Error::NotUserfaultfd`] when `/proc/self/fd` shows `fd` is something else;
+    /// [`Error::ApiNotCalled`] for a userfaultfd whose `UFFDIO_API` was never called;
+    /// [`Error::SetNonBlocking`] if `O_NONBLOCK` cannot be set. The fd is closed on error.
     ///
     /// # References
     ///
@@ -281,6 +288,55 @@ impl Uffd {
                 what,
             });
         }
-        Ok(Uffd::from_parts(fd, features, Origin::Adopted, None))
+        let features = match fdinfo_features(fd.as_fd()) {
+            Some(FdinfoFeatures::NoApi) => {
+                return Err(Error::ApiNotCalled { fd: fd.as_raw_fd() });
+            }
+            Some(FdinfoFeatures::Enabled(actual)) => actual,
+            None => features,
+        };
+        let flags = rustix::fs::fcntl_getfl(&fd).map_err(|errno| Error::SetNonBlocking {
+            fd: fd.as_raw_fd(),
+            errno,
+        })?;
+        let was_blocking = !flags.contains(OFlags::NONBLOCK);
+        if was_blocking {
+            rustix::fs::fcntl_setfl(&fd, flags | OFlags::NONBLOCK).map_err(|errno| {
+                Error::SetNonBlocking {
+                    fd: fd.as_raw_fd(),
+                    errno,
+                }
+            })?;
+        }
+        let mut uffd = Uffd::from_parts(fd, features, Origin::Adopted, None);
+        uffd.was_blocking = was_blocking;
+        Ok(uffd)
     }
+}
+
+/// The kernel's internal "API called" bit in the features `/proc/<pid>/fdinfo` shows for a
+/// userfaultfd (`UFFD_FEATURE_INITIALIZED`, never a user-visible feature).
+const FEATURE_INITIALIZED: u64 = 1 << 31;
+
+/// A userfaultfd's state as its fdinfo shows it.
+enum FdinfoFeatures {
+    /// `UFFDIO_API` was never called.
+    NoApi,
+    /// `UFFDIO_API` was called and enabled these features.
+    Enabled(Features),
+}
+
+/// Reads the `API:` line of the fd's fdinfo (`<api>:<features>:<ioctls>`, hex); `None` if
+/// it cannot be read or parsed.
+fn fdinfo_features(fd: std::os::fd::BorrowedFd<'_>) -> Option<FdinfoFeatures> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    let api = info.lines().find_map(|l| l.strip_prefix("API:"))?;
+    let features = api.trim().split(':').nth(1)?;
+    let features = u64::from_str_radix(features, 16).ok()?;
+    if features & FEATURE_INITIALIZED == 0 {
+        return Some(FdinfoFeatures::NoApi);
+    }
+    Some(FdinfoFeatures::Enabled(Features::from_bits_truncate(
+        features & !FEATURE_INITIALIZED,
+    )))
 }

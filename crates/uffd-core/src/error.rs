@@ -76,6 +76,24 @@ pub enum Error {
         /// What `/proc/self/fd` says it is.
         what: String,
     },
+    /// An fd given to [`crate::Uffd::adopt`] is a userfaultfd on which `UFFDIO_API` was never
+    /// called: no range can have been registered on it, and the features are not settled.
+    #[error(
+        "fd {fd} is a userfaultfd whose creator never called UFFDIO_API (no range can be \
+         registered on it)"
+    )]
+    ApiNotCalled {
+        /// The fd number.
+        fd: i32,
+    },
+    /// Making an adopted userfaultfd non-blocking failed.
+    #[error("cannot make userfaultfd {fd} non-blocking: {errno}")]
+    SetNonBlocking {
+        /// The fd number.
+        fd: i32,
+        /// The errno of `fcntl(F_SETFL)`.
+        errno: Errno,
+    },
     /// `UFFDIO_REGISTER` failed.
     #[error("UFFDIO_REGISTER of {range} with {mode:?} failed: {errno}")]
     Register {

@@ -23,6 +23,8 @@ pub struct Uffd {
     features: Features,
     origin: Origin,
     pub(crate) api: Option<ApiInfo>,
+    /// Set by `adopt` when it had to make the fd non-blocking.
+    pub(crate) was_blocking: bool,
 }
 
 impl Uffd {
@@ -37,7 +39,13 @@ impl Uffd {
             features,
             origin,
             api,
+            was_blocking: false,
         }
+    }
+
+    /// Whether [`Uffd::adopt`] found the fd blocking and made it non-blocking.
+    pub fn was_blocking(&self) -> bool {
+        self.was_blocking
     }
 
     /// Features enabled on this fd (negotiated, or declared on adoption).

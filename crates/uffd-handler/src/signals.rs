@@ -1,22 +1,52 @@
-//! SIGTERM and SIGINT as a readable fd: the signals are blocked in every thread (the mask is
-//! set before any thread starts, and threads inherit it) and delivered through a signalfd
-//! the main loop polls.
+//! The signals the daemon answers, as a readable fd: they are blocked in every thread (the mask
+//! is set before any thread starts, and threads inherit it) and delivered through a signalfd
+//! the main loop polls. None of them can kill the daemon (and leave its VMM hanging on a dead
+//! handler): SIGTERM, SIGINT and SIGQUIT stop it gracefully (`--on-signal`), SIGUSR1 and
+//! SIGUSR2 print the live statistics (a table, a JSON line), SIGHUP is logged and ignored (the
+//! daemon logs to stderr: there is no log file to reopen, and a hangup must not stop it).
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 
-/// The signals that stop the daemon gracefully.
-const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGTERM, libc::SIGINT];
+/// The signals the daemon handles.
+const HANDLED: [libc::c_int; 6] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGHUP,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
 
-/// A non-blocking signalfd for SIGTERM and SIGINT.
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SignalAction {
+    /// A graceful stop (SIGTERM, SIGINT, SIGQUIT).
+    Stop,
+    /// The live statistics as a table on stderr (SIGUSR1).
+    StatsTable,
+    /// The live statistics as one JSON line on stderr (SIGUSR2).
+    StatsJson,
+    /// Nothing but a log line (SIGHUP).
+    Ignore,
+}
+
+/// A signal received: its name and what it asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Received {
+    pub(crate) name: &'static str,
+    pub(crate) action: SignalAction,
+}
+
+/// A non-blocking signalfd for the handled signals.
 #[derive(Debug)]
 pub(crate) struct StopSignals {
     fd: OwnedFd,
 }
 
 impl StopSignals {
-    /// Blocks SIGTERM and SIGINT in the calling thread and opens the signalfd. Call it before
+    /// Blocks the handled signals in the calling thread and opens the signalfd. Call it before
     /// starting any thread, so every thread inherits the mask.
     pub(crate) fn install() -> io::Result<Self> {
         let mut set = MaybeUninit::<libc::sigset_t>::uninit();
@@ -24,7 +54,7 @@ impl StopSignals {
         // initialises; sigaddset then takes valid signal numbers.
         let set = unsafe {
             libc::sigemptyset(set.as_mut_ptr());
-            for signal in STOP_SIGNALS {
+            for signal in HANDLED {
                 libc::sigaddset(set.as_mut_ptr(), signal);
             }
             set.assume_init()
@@ -44,18 +74,23 @@ impl StopSignals {
         Ok(StopSignals { fd })
     }
 
-    /// The next pending signal's name, if any (non-blocking).
-    pub(crate) fn take(&self) -> Option<&'static str> {
+    /// The next pending signal, if any (non-blocking).
+    pub(crate) fn take(&self) -> Option<Received> {
         let mut info = [0u8; size_of::<libc::signalfd_siginfo>()];
         match rustix::io::read(&self.fd, &mut info) {
             Ok(n) if n == info.len() => {
                 // ssi_signo, a u32 holding a small signal number.
                 let signo = i32::from_ne_bytes(info[..4].try_into().expect("4 bytes"));
-                Some(match signo {
-                    libc::SIGTERM => "SIGTERM",
-                    libc::SIGINT => "SIGINT",
-                    _ => "a signal",
-                })
+                let (name, action) = match signo {
+                    libc::SIGTERM => ("SIGTERM", SignalAction::Stop),
+                    libc::SIGINT => ("SIGINT", SignalAction::Stop),
+                    libc::SIGQUIT => ("SIGQUIT", SignalAction::Stop),
+                    libc::SIGUSR1 => ("SIGUSR1", SignalAction::StatsTable),
+                    libc::SIGUSR2 => ("SIGUSR2", SignalAction::StatsJson),
+                    libc::SIGHUP => ("SIGHUP", SignalAction::Ignore),
+                    _ => ("an unexpected signal", SignalAction::Ignore),
+                };
+                Some(Received { name, action })
             }
             _ => None,
         }

@@ -232,6 +232,60 @@ fn adopting_a_uffd_fd_works() {
     adopted.unregister(map.range()).expect("unregister");
 }
 
+/// Adoption takes the features the creator really enabled (fdinfo), not the declared ones.
+#[test]
+fn adoption_reads_the_enabled_features() {
+    let original = new_uffd(Features::EVENT_REMOVE | Features::EVENT_UNMAP);
+    let dup = rustix::io::fcntl_dupfd_cloexec(&original, 0).expect("dup");
+    let adopted = Uffd::adopt(dup, Features::EVENT_REMOVE).expect("adopt");
+    assert_eq!(
+        adopted.features(),
+        Features::EVENT_REMOVE | Features::EVENT_UNMAP
+    );
+    assert!(!adopted.was_blocking());
+}
+
+/// A userfaultfd whose creator never called UFFDIO_API cannot have a range registered: it is
+/// refused, named as such.
+#[test]
+fn adopting_a_uffd_without_api_is_refused() {
+    let flags = rustix::mm::UserfaultfdFlags::CLOEXEC | rustix::mm::UserfaultfdFlags::NONBLOCK;
+    // SAFETY: creates a new fd and nothing else; it is used only to be adopted (and refused).
+    let raw = match unsafe { rustix::mm::userfaultfd(flags) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            // The syscall may be forbidden (vm.unprivileged_userfaultfd) where the device works.
+            test_support::skip(
+                "adopting_a_uffd_without_api_is_refused",
+                &format!("the userfaultfd syscall is not allowed here: {e}"),
+            );
+            return;
+        }
+    };
+    match Uffd::adopt(raw, Features::EVENT_REMOVE) {
+        Err(err @ Error::ApiNotCalled { .. }) => {
+            assert!(err.to_string().contains("never called UFFDIO_API"), "{err}");
+        }
+        other => panic!("expected ApiNotCalled, got {other:?}"),
+    }
+}
+
+/// A blocking userfaultfd is made non-blocking on adoption (readers poll, then read; a
+/// blocking read would park a reader for good when another took the message).
+#[test]
+fn adopting_a_blocking_uffd_makes_it_non_blocking() {
+    let original = UffdBuilder::new()
+        .features(Features::EVENT_REMOVE)
+        .non_blocking(false)
+        .create()
+        .expect("uffd");
+    let dup = rustix::io::fcntl_dupfd_cloexec(&original, 0).expect("dup");
+    let adopted = Uffd::adopt(dup, Features::EVENT_REMOVE).expect("adopt");
+    assert!(adopted.was_blocking());
+    let flags = rustix::fs::fcntl_getfl(&adopted).expect("F_GETFL");
+    assert!(flags.contains(rustix::fs::OFlags::NONBLOCK));
+}
+
 #[test]
 fn adopting_a_pipe_is_refused() {
     let (reader, _writer) = rustix::pipe::pipe().expect("pipe");

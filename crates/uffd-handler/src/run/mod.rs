@@ -24,7 +24,7 @@ use super::exit::{DaemonExit, ExitReport};
 use super::generation::{NextGeneration, SnapshotSummary};
 use super::mailbox::{Mailbox, Message};
 use super::session::{Finished, Session, SessionClose};
-use super::signals::StopSignals;
+use super::signals::{Received, SignalAction, StopSignals};
 use super::stats::{OutcomeStats, PageCounts, PrefetchStats, Stats, VmmStats};
 use super::vmm_exit::vmm_end;
 use uffd_engine::PageSource;
@@ -164,11 +164,15 @@ impl Daemon {
         let deadline = self.config.accept_timeout.map(|t| Instant::now() + t);
         let waited = Instant::now();
         loop {
-            if let Some(signal) = self.signals.take() {
-                return Awaited::Done(ExitReport::new(
-                    DaemonExit::Success,
-                    format!("stopped by {signal} while waiting for a VMM"),
-                ));
+            while let Some(signal) = self.signals.take() {
+                if signal.action == SignalAction::Stop {
+                    return Awaited::Done(ExitReport::new(
+                        DaemonExit::Success,
+                        format!("stopped by {} while waiting for a VMM", signal.name),
+                    ));
+                }
+                let stats = self.stats_without_vmm("waiting");
+                self.answer_signal(signal, &stats);
             }
             for event in self.events.drain() {
                 match event {
@@ -251,7 +255,25 @@ impl Daemon {
         }
         let pid = peer.pid;
         let uffd = match Uffd::adopt(uffd, Features::EVENT_REMOVE) {
-            Ok(uffd) => uffd,
+            Ok(uffd) => {
+                if uffd.was_blocking() {
+                    warn!(
+                        pid,
+                        "the VMM's userfaultfd was blocking; it is made non-blocking (the flag \
+                         is shared with the VMM's copy)"
+                    );
+                }
+                if !uffd.features().contains(Features::EVENT_REMOVE) {
+                    warn!(
+                        pid,
+                        features = ?uffd.features(),
+                        "the VMM did not enable UFFD_FEATURE_EVENT_REMOVE: memory the guest \
+                         frees through the balloon is not reported, so a freed page touched \
+                         again cannot be served as zeros"
+                    );
+                }
+                uffd
+            }
             Err(e) => {
                 error!(pid, error = %e, "the VMM's fd is not a userfaultfd");
                 let reason =
@@ -366,8 +388,12 @@ impl Daemon {
                     },
                 }
             }
-            if let Some(signal) = self.signals.take() {
-                return (self.graceful_stop(session, signal), true);
+            while let Some(signal) = self.signals.take() {
+                if signal.action == SignalAction::Stop {
+                    return (self.graceful_stop(session, signal.name), true);
+                }
+                let stats = self.session_stats(&session, "serving");
+                self.answer_signal(signal, &stats);
             }
             if session.vmm_exited() {
                 return (self.vmm_exited(session), false);
@@ -385,6 +411,27 @@ impl Daemon {
             // A session without a pidfd learns of the VMM's end only from the engine.
             let pidfd = session.pidfd();
             self.wait(pidfd, timeout);
+        }
+    }
+
+    /// Answers a signal that does not stop the daemon.
+    fn answer_signal(&self, signal: Received, stats: &Stats) {
+        match signal.action {
+            SignalAction::StatsTable => {
+                let mut table = Vec::new();
+                if stats.write_table(&mut table).is_ok() {
+                    eprint!("{}", String::from_utf8_lossy(&table));
+                }
+            }
+            SignalAction::StatsJson => match serde_json::to_string(stats) {
+                Ok(line) => eprintln!("{line}"),
+                Err(e) => error!(error = %e, "cannot encode the statistics"),
+            },
+            SignalAction::Ignore => info!(
+                signal = signal.name,
+                "ignored: the daemon logs to stderr, there is nothing to reopen"
+            ),
+            SignalAction::Stop => {}
         }
     }
 

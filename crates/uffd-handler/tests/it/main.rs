@@ -6,6 +6,7 @@ mod common;
 
 mod e2e;
 mod fatal;
+mod hostile;
 mod lifecycle;
 mod stats;
 mod storage;

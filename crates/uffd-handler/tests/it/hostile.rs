@@ -1,0 +1,135 @@
+//! The daemon facing odd VMMs: a handshake whose userfaultfd never had `UFFDIO_API` (or is
+//! blocking), sent by a client of the test's own over the real socket.
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+
+use crate::common::{Daemon, MIB, PAGE, TIMEOUT, TestDir, exit_code, model_image};
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Sends `json` with `fd` attached (SCM_RIGHTS), as a VMM's handshake.
+fn send_handshake(socket: &Path, json: &str, fd: BorrowedFd<'_>) -> UnixStream {
+    let stream = UnixStream::connect(socket).expect("connect to the daemon");
+    let fds = [fd];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+    rustix::net::sendmsg(
+        &stream,
+        &[IoSlice::new(json.as_bytes())],
+        &mut control,
+        SendFlags::empty(),
+    )
+    .expect("sendmsg");
+    stream
+}
+
+/// One region of `size` bytes at a made-up address (nothing is registered there).
+fn regions_json(size: u64) -> String {
+    format!(
+        r#"[{{"base_host_virt_addr":{},"size":{size},"offset":0,"page_size":{PAGE}}}]"#,
+        0x7f00_0000_0000u64
+    )
+}
+
+fn uffd_without_api() -> Option<OwnedFd> {
+    let flags = rustix::mm::UserfaultfdFlags::CLOEXEC | rustix::mm::UserfaultfdFlags::NONBLOCK;
+    // SAFETY: creates a new fd and nothing else; it is only handed to the daemon.
+    match unsafe { rustix::mm::userfaultfd(flags) } {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            test_support::skip(
+                "a_uffd_that_never_had_uffdio_api_is_a_handshake_error",
+                &format!("the userfaultfd syscall is not allowed here: {e}"),
+            );
+            None
+        }
+    }
+}
+
+/// A uffd whose creator never called `UFFDIO_API` cannot have any range registered: the
+/// daemon refuses it as a handshake error (exit 2), it does not start serving and then fail.
+#[test]
+fn a_uffd_that_never_had_uffdio_api_is_a_handshake_error() {
+    let Some(uffd) = uffd_without_api() else {
+        return;
+    };
+    let dir = TestDir::new("no-api");
+    let memory = dir.join("memory");
+    std::fs::write(&memory, &model_image(1, MIB, PAGE).bytes).unwrap();
+    let daemon = Daemon::start(&dir, &["--memory-file", path(&memory)]);
+    let _conn = send_handshake(&dir.join("vmm.sock"), &regions_json(MIB), uffd.as_fd());
+    let (status, stderr) = daemon.wait(TIMEOUT);
+    assert_eq!(exit_code(status, &stderr), 2, "{stderr}");
+    assert!(stderr.contains("never called UFFDIO_API"), "{stderr}");
+}
+
+/// A VMM that hands over a blocking userfaultfd: the daemon makes it non-blocking (and says
+/// so), and its two readers serve faults from several threads without one parking in
+/// `read(2)` for good.
+#[test]
+fn a_blocking_uffd_is_made_non_blocking_and_served() {
+    let dir = TestDir::new("blocking-uffd");
+    let memory = dir.join("memory");
+    let model = model_image(2, 4 * MIB, PAGE);
+    std::fs::write(&memory, &model.bytes).unwrap();
+    let daemon = Daemon::start(&dir, &["--memory-file", path(&memory)]);
+    let mut config = crate::common::vmm_config(&daemon, vec![4 * MIB], false);
+    config.blocking_uffd = true;
+    let vmm = test_vmm::VmmProcess::spawn(config).expect("spawn the test VMM");
+    crate::common::verify_all(&vmm, &model);
+    assert!(vmm.exit().unwrap().success());
+    let (status, stderr) = daemon.wait(TIMEOUT);
+    assert_eq!(exit_code(status, &stderr), 0, "{stderr}");
+    assert!(stderr.contains("userfaultfd was blocking"), "{stderr}");
+}
+
+/// No signal kills the daemon and leaves its VMM hanging: SIGHUP is ignored, SIGUSR1 and
+/// SIGUSR2 print the live statistics (table, JSON line), SIGQUIT stops it like SIGTERM.
+#[test]
+fn signals_never_kill_the_daemon() {
+    use rustix::process::Signal;
+    use test_vmm::Touch;
+
+    let dir = TestDir::new("signals");
+    let memory = dir.join("memory");
+    let model = model_image(3, 2 * MIB, PAGE);
+    std::fs::write(&memory, &model.bytes).unwrap();
+    let daemon = Daemon::start(&dir, &["--memory-file", path(&memory)]);
+    let vmm = crate::common::start_vmm(&daemon, vec![2 * MIB], false);
+    vmm.touch(Touch::read(0, MIB, 1)).unwrap();
+    for signal in [Signal::HUP, Signal::USR1, Signal::USR2] {
+        daemon.signal(signal);
+    }
+    // Served on after them: the rest of the guest reads right.
+    crate::common::verify_all(&vmm, &model);
+    let stats = daemon.control("stats");
+    assert_eq!(stats["state"], "serving", "{stats:#}");
+    daemon.signal(Signal::QUIT);
+    let (status, stderr) = daemon.wait(TIMEOUT);
+    assert_eq!(exit_code(status, &stderr), 0, "{stderr}");
+    for needle in [
+        "ignored: the daemon logs to stderr",
+        "\"state\":\"serving\"",
+        "stopped by SIGQUIT",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "{needle:?} missing from:\n{stderr}"
+        );
+    }
+    // One table for SIGUSR1, one at exit.
+    assert_eq!(
+        stderr.matches("pages missing/clean/zero").count(),
+        2,
+        "{stderr}"
+    );
+    assert!(vmm.exit().unwrap().success());
+}
