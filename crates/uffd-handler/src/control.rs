@@ -10,18 +10,17 @@
 //! Any failure is `{"error":"..."}`. Each connection has its own thread, which hands the
 //! command to the main loop and writes back its answer.
 
-use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use crossbeam_channel::{Sender, bounded};
 use tracing::{debug, info, warn};
 
 use super::mailbox::{MailboxSender, Message};
-use uffd_handshake::{MAX_SOCKET_PATH, peer_credentials};
+use rustix::net::SocketFlags;
+use uffd_handshake::{BoundSocket, peer_credentials};
 
 /// Longest command line accepted.
 const MAX_LINE: u64 = 4096;
@@ -74,59 +73,34 @@ pub(crate) struct ControlError {
     pub message: String,
 }
 
-/// The listening control socket; its file is removed on drop.
+/// The listening control socket; its file is removed on drop (if it is still ours).
 #[derive(Debug)]
 pub(crate) struct ControlSocket {
-    listener: UnixListener,
-    path: PathBuf,
+    socket: BoundSocket,
 }
 
 impl ControlSocket {
-    /// Binds `path` reachable by this uid only. Call before starting threads (the umask is
-    /// process-wide and narrowed for the bind, so the socket is never more open than 0600).
+    /// Binds `path` reachable by this uid only, created with mode 0600 in place; a socket
+    /// another daemon listens on, or another user's, is never replaced.
     pub(crate) fn bind(path: &Path) -> Result<Self, ControlError> {
         let fail = |message: String| ControlError {
             path: path.to_path_buf(),
             message,
         };
-        if path.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(fail(format!("longer than {MAX_SOCKET_PATH} bytes")));
-        }
-        match fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_socket() => {
-                fs::remove_file(path).map_err(|e| fail(format!("removing a stale socket: {e}")))?;
-            }
-            Ok(_) => {
-                return Err(fail(
-                    "exists and is not a socket; refusing to replace it".into(),
-                ));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(fail(e.to_string())),
-        }
-        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
-        let bound = UnixListener::bind(path);
-        rustix::process::umask(old);
-        let listener = bound.map_err(|e| fail(format!("binding: {e}")))?;
-        let socket = ControlSocket {
-            listener,
-            path: path.to_path_buf(),
-        };
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-            .map_err(|e| fail(format!("setting mode 0600: {e}")))?;
-        socket
-            .listener
-            .set_nonblocking(true)
-            .map_err(|e| fail(e.to_string()))?;
+        let socket = BoundSocket::bind(path, 0o600, None).map_err(|e| fail(e.to_string()))?;
+        rustix::net::listen(&socket, 16).map_err(|e| fail(format!("listening: {e}")))?;
         info!(path = %path.display(), "control socket listening");
-        Ok(socket)
+        Ok(ControlSocket { socket })
     }
 
     /// Accepts every pending connection, each served on its own thread.
     pub(crate) fn accept_pending(&self, events: &MailboxSender) {
         loop {
-            match self.listener.accept() {
-                Ok((conn, _)) => {
+            let accepted = rustix::net::accept_with(&self.socket, SocketFlags::CLOEXEC)
+                .map(UnixStream::from)
+                .map_err(std::io::Error::from);
+            match accepted {
+                Ok(conn) => {
                     let events = events.clone();
                     let spawned = std::thread::Builder::new()
                         .name("control-conn".into())
@@ -148,13 +122,7 @@ impl ControlSocket {
 
 impl AsFd for ControlSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.listener.as_fd()
-    }
-}
-
-impl Drop for ControlSocket {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        self.socket.as_fd()
     }
 }
 

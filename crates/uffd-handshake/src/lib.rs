@@ -9,6 +9,7 @@ mod payload;
 #[allow(unsafe_code)]
 mod peer;
 mod recv;
+mod socket_file;
 mod wait;
 mod watch;
 
@@ -26,6 +27,7 @@ pub use listener::{
 pub use payload::{DEFAULT_PAGE_SIZE, PayloadError, parse_regions};
 pub use peer::{PeerCredentials, PeerPolicy, open_pidfd, peer_credentials};
 pub use recv::{MAX_FDS, MAX_PAYLOAD};
+pub use socket_file::BoundSocket;
 pub use watch::{PeerStatus, PeerWatch};
 
 use recv::{Read, Reader};

@@ -2,23 +2,19 @@
 //! a world-writable socket lets any local user hand the handler a userfaultfd (known
 //! failure 33).
 
-use std::fs;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
-use rustix::fs::{Gid, Mode, chmod, chown};
 use rustix::io::Errno;
-use rustix::net::{
-    AddressFamily, SocketAddrUnix, SocketFlags, SocketType, accept_with, bind, listen, socket_with,
-};
+use rustix::net::{SocketFlags, accept_with, listen};
 use tracing::{debug, info};
 
 use super::wait::poll_for;
+use crate::socket_file::BoundSocket;
 
 /// Longest socket path the kernel takes (`sun_path` is 108 bytes with its NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
@@ -45,6 +41,20 @@ pub enum ListenError {
         path: PathBuf,
         /// Its length in bytes.
         len: usize,
+    },
+    /// A socket at the path is listening: another daemon's. It is left alone.
+    #[error("{} is in use: a socket there is listening (another daemon?); refusing to replace it", path.display())]
+    InUse {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A socket at the path belongs to another user. It is left alone.
+    #[error("{} is a socket of uid {uid}, not ours; refusing to replace it", path.display())]
+    NotOurs {
+        /// The path.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
     },
     /// A step of setting up the socket failed.
     #[error("{step} {}: {source}", path.display())]
@@ -79,62 +89,36 @@ pub enum AcceptError {
 /// between our checks and our use.
 #[derive(Debug)]
 pub struct HandshakeListener {
-    socket: OwnedFd,
-    path: PathBuf,
-    /// Device and inode of the socket file we created, to remove only that one.
-    identity: (u64, u64),
+    socket: BoundSocket,
 }
 
 impl HandshakeListener {
     /// Binds a socket at `path` with mode 0600, or 0660 owned by group `group`, and listens.
     ///
-    /// A stale socket file at `path` is replaced; any other kind of file is an error. The mode
-    /// is set before `listen`, so nobody can connect while the socket is more open than asked.
+    /// The socket file is created with that owner and mode in place ([`BoundSocket`]): there is
+    /// no moment at which anyone else can reach it more open. A stale socket file at `path`
+    /// (ours, nothing listening) is replaced; a listening one, another user's, or any other kind
+    /// of file is an error.
     pub fn bind(path: impl AsRef<Path>, group: Option<u32>) -> Result<Self, ListenError> {
-        let path = path.as_ref().to_path_buf();
-        let len = path.as_os_str().len();
-        if len > MAX_SOCKET_PATH {
-            return Err(ListenError::PathTooLong { path, len });
-        }
-        remove_stale_socket(&path)?;
-        let fail = |step, source| io_error(step, &path, source);
-        let address = SocketAddrUnix::new(&path).map_err(|e| fail("addressing", e.into()))?;
-        let socket = socket_with(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-            None,
-        )
-        .map_err(|e| fail("creating a socket for", e.into()))?;
-        bind(&socket, &address).map_err(|e| fail("binding", e.into()))?;
-        let identity = fs::symlink_metadata(&path)
-            .map(|m| (m.dev(), m.ino()))
-            .map_err(|e| fail("inspecting", e))?;
-        let listener = HandshakeListener {
-            socket,
-            path,
-            identity,
+        let path = path.as_ref();
+        let mode = if group.is_some() {
+            GROUP_MODE
+        } else {
+            OWNER_ONLY_MODE
         };
-        // From here on, dropping `listener` removes the socket file on failure.
-        let fail = |step, source: Errno| io_error(step, &listener.path, source.into());
-        let mode = match group {
-            None => OWNER_ONLY_MODE,
-            Some(gid) => {
-                chown(&listener.path, None, Some(Gid::from_raw(gid)))
-                    .map_err(|e| fail("giving the group of", e))?;
-                GROUP_MODE
-            }
-        };
-        chmod(&listener.path, Mode::from_raw_mode(mode))
-            .map_err(|e| fail("setting the mode of", e))?;
-        listen(&listener.socket, 8).map_err(|e| fail("listening on", e))?;
-        info!(path = %listener.path.display(), mode = format_args!("{mode:o}"), ?group, "listening for the VMM");
-        Ok(listener)
+        let socket = BoundSocket::bind(path, mode, group)?;
+        listen(&socket, 8).map_err(|e| ListenError::Io {
+            step: "listening on",
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        info!(path = %path.display(), mode = format_args!("{mode:o}"), ?group, "listening for the VMM");
+        Ok(HandshakeListener { socket })
     }
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.socket.path()
     }
 
     /// Waits up to `timeout` for a VMM to connect. The connection is blocking and
@@ -149,7 +133,7 @@ impl HandshakeListener {
             if ready > 0 {
                 match accept_with(&self.socket, SocketFlags::CLOEXEC) {
                     Ok(conn) => {
-                        debug!(path = %self.path.display(), "VMM connected");
+                        debug!(path = %self.socket.path().display(), "VMM connected");
                         return Ok(UnixStream::from(conn));
                     }
                     // The client gave up between poll and accept, or a signal came.
@@ -169,64 +153,5 @@ impl HandshakeListener {
 impl AsFd for HandshakeListener {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.socket.as_fd()
-    }
-}
-
-impl Drop for HandshakeListener {
-    fn drop(&mut self) {
-        let ours = fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.identity);
-        if ours {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-fn io_error(step: &'static str, path: &Path, source: io::Error) -> ListenError {
-    ListenError::Io {
-        step,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Removes a socket file left at `path` by an earlier run; refuses anything else.
-fn remove_stale_socket(path: &Path) -> Result<(), ListenError> {
-    let metadata = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(ListenError::Io {
-                step: "inspecting",
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-    };
-    let kind = metadata.file_type();
-    if !kind.is_socket() {
-        let kind = if kind.is_file() {
-            "regular file"
-        } else if kind.is_dir() {
-            "directory"
-        } else if kind.is_symlink() {
-            "symbolic link"
-        } else {
-            "special file"
-        };
-        return Err(ListenError::NotASocket {
-            path: path.to_path_buf(),
-            kind,
-        });
-    }
-    debug!(path = %path.display(), "removing a stale socket");
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(ListenError::Io {
-            step: "removing the stale socket",
-            path: path.to_path_buf(),
-            source,
-        }),
     }
 }

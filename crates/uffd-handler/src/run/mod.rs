@@ -126,8 +126,13 @@ impl Daemon {
     }
 
     fn serve_all(&mut self) -> ExitReport {
+        let mut deadline = self.accept_deadline();
+        // The last failed handshake since a VMM was last served: a connection that never
+        // completes a handshake (a port scanner, a stray client) does not consume `--once`,
+        // and does not restart the accept timeout either.
+        let mut failed: Option<String> = None;
         loop {
-            let conn = match self.await_vmm() {
+            let conn = match self.await_vmm(deadline, failed.as_deref()) {
                 Awaited::Connection(conn) => conn,
                 Awaited::Done(outcome) => return outcome,
             };
@@ -149,20 +154,33 @@ impl Daemon {
                     } else {
                         error!(error = %e, "bad handshake; connection closed");
                     }
-                    ExitReport::new(DaemonExit::Handshake, format!("handshake failed: {e}"))
+                    failed = Some(format!("handshake failed: {e}"));
+                    info!("waiting for the next connection (a failed handshake serves no VMM)");
+                    continue;
                 }
             };
             if !self.config.keep_listening {
                 return outcome;
             }
             info!(outcome = %outcome.reason, "--keep-listening: waiting for the next VMM");
+            failed = None;
+            deadline = self.accept_deadline();
         }
     }
 
-    /// Waits for a VMM to connect, answering signals and control commands meanwhile.
-    fn await_vmm(&mut self) -> Awaited {
-        let deadline = self.config.accept_timeout.map(|t| Instant::now() + t);
-        let waited = Instant::now();
+    /// When waiting for a VMM from now on ends (`--accept-timeout`; `None`: never).
+    fn accept_deadline(&self) -> Option<Instant> {
+        self.config.accept_timeout.map(|t| Instant::now() + t)
+    }
+
+    /// Waits until `deadline` for a VMM to connect, answering signals and control commands
+    /// meanwhile. At the deadline the daemon exits: 2 if a handshake failed meanwhile
+    /// (`failed`), else 5.
+    fn await_vmm(&mut self, deadline: Option<Instant>, failed: Option<&str>) -> Awaited {
+        let waited = deadline
+            .zip(self.config.accept_timeout)
+            .and_then(|(d, t)| d.checked_sub(t))
+            .unwrap_or_else(Instant::now);
         loop {
             while let Some(signal) = self.signals.take() {
                 if signal.action == SignalAction::Stop {
@@ -198,14 +216,25 @@ impl Daemon {
                 }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Awaited::Done(ExitReport::new(
-                    DaemonExit::AcceptTimeout,
-                    format!(
-                        "no VMM connected to {} within {:.1?}",
-                        self.config.socket.display(),
-                        waited.elapsed()
+                let report = match failed {
+                    Some(failure) => ExitReport::new(
+                        DaemonExit::Handshake,
+                        format!(
+                            "{failure}; no VMM completed a handshake on {} within \
+                             --accept-timeout",
+                            self.config.socket.display()
+                        ),
                     ),
-                ));
+                    None => ExitReport::new(
+                        DaemonExit::AcceptTimeout,
+                        format!(
+                            "no VMM connected to {} within {:.1?} (--accept-timeout)",
+                            self.config.socket.display(),
+                            waited.elapsed()
+                        ),
+                    ),
+                };
+                return Awaited::Done(report);
             }
         }
     }

@@ -133,3 +133,48 @@ fn signals_never_kill_the_daemon() {
     );
     assert!(vmm.exit().unwrap().success());
 }
+
+/// A second daemon given the first one's VMM socket (or control socket) refuses to start
+/// (exit 1, the path named) instead of unlinking a live socket; the first serves on, and its
+/// sockets are still there when the second has gone.
+#[test]
+fn a_live_socket_is_never_taken_over() {
+    let dir = TestDir::new("two-daemons");
+    let memory = dir.join("memory");
+    let model = model_image(4, MIB, PAGE);
+    std::fs::write(&memory, &model.bytes).unwrap();
+    let first = Daemon::start(&dir, &["--memory-file", path(&memory)]);
+    let control = dir.join("vmm.sock.control");
+
+    // The same VMM socket.
+    let second = Daemon::spawn(
+        &dir,
+        "vmm.sock",
+        &[
+            "--memory-file",
+            path(&memory),
+            "--control",
+            path(&dir.join("other.control")),
+        ],
+    );
+    let (status, stderr) = second.wait(TIMEOUT);
+    assert_eq!(exit_code(status, &stderr), 1, "{stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+    // The same control socket.
+    let third = Daemon::spawn(
+        &dir,
+        "other.sock",
+        &["--memory-file", path(&memory), "--control", path(&control)],
+    );
+    let (status, stderr) = third.wait(TIMEOUT);
+    assert_eq!(exit_code(status, &stderr), 1, "{stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+
+    assert!(dir.join("vmm.sock").exists() && control.exists());
+    assert_eq!(first.control("stats")["state"], "waiting");
+    let vmm = crate::common::start_vmm(&first, vec![MIB], false);
+    crate::common::verify_all(&vmm, &model);
+    assert!(vmm.exit().unwrap().success());
+    let (status, stderr) = first.wait(TIMEOUT);
+    assert_eq!(exit_code(status, &stderr), 0, "{stderr}");
+}

@@ -131,7 +131,7 @@ fn bad_flags_and_files_exit_1_naming_them() {
             vec!["--readers"],
         ),
         (
-            vec!["--memory-file", memory, "--fault-around", "8"],
+            vec!["--memory-file", memory, "--fault-around", "12"],
             vec!["--fault-around"],
         ),
         (
@@ -288,16 +288,51 @@ fn bad_handshake(socket: &Path, json: &str) {
         .expect("the daemon closes a bad connection");
 }
 
+/// With `--once`, a bad handshake does not end the wait: the daemon goes on waiting for a
+/// VMM until `--accept-timeout`, and then exits 2 naming the failed handshake.
 #[test]
-fn a_bad_handshake_exits_2() {
+fn a_bad_handshake_exits_2_at_the_accept_timeout() {
     let dir = TestDir::new("bad-handshake");
     let (memory, _) = image(&dir, MIB);
     let daemon = Daemon::start(
         &dir,
-        &["--memory-file", path(&memory), "--handshake-timeout", "2"],
+        &[
+            "--memory-file",
+            path(&memory),
+            "--handshake-timeout",
+            "2",
+            "--accept-timeout",
+            "1",
+        ],
     );
     bad_handshake(&daemon.socket, "[{\"base_host_virt_addr\": 4096, \"size\"");
-    expect_exit(daemon, 2, &["handshake failed", "truncated"]);
+    expect_exit(
+        daemon,
+        2,
+        &[
+            "handshake failed",
+            "truncated",
+            "no VMM completed a handshake",
+        ],
+    );
+}
+
+/// A connection that sends nothing (a stray client, a liveness probe) does not consume
+/// `--once`: the VMM that connects next is served.
+#[test]
+fn a_stray_connection_does_not_consume_once() {
+    let dir = TestDir::new("stray");
+    let (memory, model) = image(&dir, 2 * MIB);
+    let daemon = Daemon::start(
+        &dir,
+        &["--memory-file", path(&memory), "--handshake-timeout", "1"],
+    );
+    bad_handshake(&daemon.socket, "");
+    let vmm = start_vmm(&daemon, vec![2 * MIB], false);
+    verify_all(&vmm, &model);
+    assert!(vmm.exit().unwrap().success());
+    let stderr = expect_exit(daemon, 0, &["every fault was served"]);
+    assert!(stderr.contains("before anything was sent"), "{stderr}");
 }
 
 #[test]

@@ -8,4 +8,5 @@ mod client;
 mod bad;
 mod fds;
 mod receive;
+mod sockets;
 mod watch;
