@@ -43,6 +43,10 @@ pub struct VmmArgs {
     /// Firecracker might.
     #[arg(long)]
     pub blocking_uffd: bool,
+    /// Register every region but leave the last one out of the handshake, as a VMM that
+    /// registers more than it describes would.
+    #[arg(long)]
+    pub hide_last_region: bool,
 }
 
 impl VmmArgs {
@@ -71,6 +75,9 @@ impl VmmArgs {
         }
         if self.blocking_uffd {
             args.push("--blocking-uffd".into());
+        }
+        if self.hide_last_region {
+            args.push("--hide-last-region".into());
         }
         args
     }
@@ -125,6 +132,7 @@ mod tests {
             kvm_vcpus: 3,
             gap: 4 << 20,
             blocking_uffd: true,
+            hide_last_region: true,
         };
         let mut argv = vec![OsString::from("test-vmm")];
         argv.extend(args.to_args());

@@ -33,6 +33,8 @@ pub struct VmmConfig {
     pub request_timeout: Duration,
     /// Create the userfaultfd without `O_NONBLOCK` (Firecracker sets it; other VMMs may not).
     pub blocking_uffd: bool,
+    /// Register every region but describe all but the last one in the handshake.
+    pub hide_last_region: bool,
     /// Where the test VMM's log lines go: this file (appended), or, when `None`, the
     /// driver's stderr, each prefixed with the VMM's pid.
     pub log_file: Option<PathBuf>,
@@ -54,6 +56,7 @@ impl VmmConfig {
             request_timeout: Duration::from_secs(10),
             log_file: None,
             blocking_uffd: false,
+            hide_last_region: false,
         }
     }
 
@@ -100,6 +103,7 @@ impl VmmConfig {
             payload: self.payload_version,
             keep_socket: self.keep_socket,
             blocking_uffd: self.blocking_uffd,
+            hide_last_region: self.hide_last_region,
             kvm_vcpus: self.kvm_vcpus,
             gap: self.gap,
         }

@@ -88,7 +88,12 @@ fn start(args: &VmmArgs) -> Result<Vmm, (&'static str, String)> {
         .then(|| KvmGuest::new(&memory, args.kvm_vcpus))
         .transpose()
         .map_err(|e| ("kvm", e))?;
-    let handshake = handshake_json(&regions, args.payload);
+    let declared = if args.hide_last_region && regions.len() > 1 {
+        &regions[..regions.len() - 1]
+    } else {
+        &regions[..]
+    };
+    let handshake = handshake_json(declared, args.payload);
     let socket = UnixStream::connect(&args.socket)
         .map_err(|e| ("connect", format!("{}: {e}", args.socket.display())))?;
     send_with_fd(&socket, handshake.as_bytes(), &uffd).map_err(|e| ("send", e.to_string()))?;

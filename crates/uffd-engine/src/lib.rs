@@ -18,6 +18,7 @@ mod retry;
 mod serve;
 mod shared;
 mod source;
+mod throttle;
 mod time;
 
 pub use config::EngineConfig;

@@ -16,6 +16,7 @@ use uffd_core::{CopyMode, PageSize, Status, ZeropageMode};
 use crate::EngineExit;
 use crate::metrics::Metrics;
 use crate::shared::Shared;
+use crate::throttle::Throttle;
 
 /// What a prefetch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -351,11 +352,15 @@ fn install_locked(
             u64::MAX
         }
         other => {
-            tracing::warn!(
-                first,
-                ?other,
-                "prefetch install failed; pages left to demand"
-            );
+            static FAILED: Throttle = Throttle::new();
+            if let Some(held_back) = FAILED.allow() {
+                tracing::warn!(
+                    first,
+                    ?other,
+                    held_back,
+                    "prefetch install failed; pages left to demand"
+                );
+            }
             first + done + 1
         }
     }

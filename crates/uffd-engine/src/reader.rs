@@ -16,6 +16,7 @@ use crate::fault::{Fault, FaultKind};
 use crate::metrics::Metrics;
 use crate::serve::{Scratch, serve, wake_page};
 use crate::shared::Shared;
+use crate::throttle::Throttle;
 
 pub(crate) fn run(shared: Arc<Shared>) {
     let mut batch = EventBuffer::new(shared.config.event_batch);
@@ -108,7 +109,7 @@ fn classify(shared: &Shared, event: Event, faults: &mut Vec<Fault>, removes: &mu
                     from,
                     to,
                     len,
-                    "REMAP of part of a region: faults there are woken, not served"
+                    "REMAP of part of a region: a fault in the moved part is outside the layout, a fatal error"
                 );
             }
         }
@@ -120,7 +121,10 @@ fn classify(shared: &Shared, event: Event, faults: &mut Vec<Fault>, removes: &mu
         }
         Event::Unknown { code, .. } => {
             Metrics::add(&shared.metrics.other_events, 1);
-            tracing::warn!(code, "unknown userfaultfd event ignored");
+            static UNKNOWN: Throttle = Throttle::new();
+            if let Some(held_back) = UNKNOWN.allow() {
+                tracing::warn!(code, held_back, "unknown userfaultfd event ignored");
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::locks::Installing;
 use crate::metrics::Metrics;
 use crate::retry::Verdict;
 use crate::shared::Shared;
+use crate::throttle::Throttle;
 
 /// A buffer for pages whose bytes span several source pieces.
 pub(crate) struct Scratch(Vec<u8>);
@@ -43,9 +44,16 @@ enum Bytes<'a> {
 pub(crate) fn serve(shared: &Shared, fault: Fault, scratch: &mut Scratch) {
     let started = Instant::now();
     let Some(offset) = shared.image_offset(fault.addr()) else {
-        // Not guest memory we know: wake, so the thread is never left waiting on us.
-        tracing::warn!(addr = fault.addr(), "fault outside the layout");
+        // The VMM registered memory it did not declare (or moved part of a region): nothing
+        // can be served there, and a wake alone would have the fault delivered again forever.
+        // One fatal error (the owner kills the VMM or leaves it, by its policy), then a wake.
         Metrics::add(&shared.metrics.discarded, 1);
+        let reason = format!(
+            "a fault at {:#x} is outside every region the VMM declared (it registered memory \
+             it did not describe to the handler)",
+            fault.addr()
+        );
+        shared.fatal(None, reason, Vec::new());
         wake(shared, fault);
         return;
     };
@@ -348,7 +356,12 @@ fn serve_wp(shared: &Shared, fault: Fault, page: u64) {
         Ok(WriteMark::NotInstalled(state)) => {
             tracing::debug!(page, ?state, "WP fault on a page not recorded installed");
         }
-        Err(e) => tracing::warn!(page, %e, "WP fault outside the tracker"),
+        Err(e) => {
+            static OUTSIDE: Throttle = Throttle::new();
+            if let Some(held_back) = OUTSIDE.allow() {
+                tracing::warn!(page, %e, held_back, "WP fault outside the tracker");
+            }
+        }
     }
     let outcome = settled.writeprotect(dst, WriteProtectMode::empty());
     drop(settled);

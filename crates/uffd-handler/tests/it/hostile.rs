@@ -178,3 +178,33 @@ fn a_live_socket_is_never_taken_over() {
     let (status, stderr) = first.wait(TIMEOUT);
     assert_eq!(exit_code(status, &stderr), 0, "{stderr}");
 }
+
+/// A VMM that registers memory it did not describe: a fault there is one fatal error, logged
+/// once (not woken and re-delivered forever), and the VMM is killed (`--on-fatal kill`).
+#[test]
+fn a_fault_outside_the_declared_regions_is_one_fatal_error() {
+    let dir = TestDir::new("undeclared");
+    let memory = dir.join("memory");
+    let model = model_image(5, MIB, PAGE);
+    std::fs::write(&memory, &model.bytes).unwrap();
+    let daemon = Daemon::start(&dir, &["--memory-file", path(&memory)]);
+    let mut config = crate::common::vmm_config(&daemon, vec![MIB, MIB], false);
+    config.hide_last_region = true;
+    let vmm = test_vmm::VmmProcess::spawn(config).expect("spawn the test VMM");
+    // The declared region is served; a touch of the undeclared one never completes.
+    crate::common::assert_hashes(&vmm.hash(0, 16 * PAGE).unwrap(), &model, 0, 16 * PAGE);
+    let touched = vmm.touch(test_vmm::Touch::read(MIB, PAGE, 1));
+    assert!(
+        matches!(touched, Err(test_vmm::VmmError::Exited { .. })),
+        "{touched:?}"
+    );
+    let (status, stderr) = daemon.wait(TIMEOUT);
+    assert_eq!(exit_code(status, &stderr), 3, "{stderr}");
+    assert!(stderr.contains("was killed (--on-fatal kill)"), "{stderr}");
+    // Once by the engine as it stops, once by the daemon as it acts: no flood.
+    let lines = stderr
+        .lines()
+        .filter(|l| l.contains("outside every region") && l.contains("ERROR"))
+        .count();
+    assert_eq!(lines, 2, "logged {lines} times:\n{stderr}");
+}
