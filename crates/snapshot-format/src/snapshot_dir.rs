@@ -69,9 +69,26 @@ pub fn read_header(path: &Path) -> Result<Header> {
 /// so readers never see half a header).
 pub fn write_header(path: &Path, header: &Header, format: HeaderFormat) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, header.encode(format))
-        .map_err(|e| Error::io(format!("writing header {}", tmp.display()), e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
+    let written = write_synced(&tmp, &header.encode(format))
+        .map_err(|e| Error::io(format!("writing header {}", tmp.display()), e))
+        .and_then(|()| {
+            fs::rename(&tmp, path)
+                .map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
+        });
+    if written.is_err() {
+        // A full disk must not keep the partial header filling it.
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Writes `bytes` to a new file at `path` and syncs it, so a rename over the old header
+/// publishes complete bytes only.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut file = fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Every `<uuid>.data` file in `dir`, by build.

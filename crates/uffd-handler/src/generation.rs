@@ -156,32 +156,35 @@ impl NextGeneration {
         let (dirty, empty) = fit_to_blocks(&sets.dirty, &sets.empty, self.parent.block_size());
         let build = Uuid::new_v4();
         let data = data_path(&self.dir, build);
-        let tmp = with_suffix(&data, ".tmp");
+        // Removed on every way out but success: a full disk must not keep a partial file
+        // filling it, nor an orphan data file no header references.
+        let mut tmp = Leftover(Some(with_suffix(&data, ".tmp")));
+        let tmp_path = tmp.path().to_path_buf();
         let header = {
-            let file = File::create(&tmp).map_err(|source| io_error("creating", &tmp, source))?;
+            let file = File::create(&tmp_path)
+                .map_err(|source| io_error("creating", &tmp_path, source))?;
             let mut out = BufWriter::with_capacity(1 << 20, file);
-            let written = write_diff(memory, &self.parent, build, &dirty, &empty, &mut out);
-            let header = match written {
-                Ok(header) => header,
-                Err(e) => {
-                    let _ = fs::remove_file(&tmp);
-                    return Err(write_error(e));
-                }
-            };
+            let header = write_diff(memory, &self.parent, build, &dirty, &empty, &mut out)
+                .map_err(write_error)?;
             let file = out
                 .into_inner()
-                .map_err(|e| io_error("writing", &tmp, e.into_error()))?;
+                .map_err(|e| io_error("writing", &tmp_path, e.into_error()))?;
             file.sync_all()
-                .map_err(|source| io_error("syncing", &tmp, source))?;
+                .map_err(|source| io_error("syncing", &tmp_path, source))?;
             header
         };
         let diff_file_bytes = bytes_in(&dirty);
-        if diff_file_bytes > 0 {
-            fs::rename(&tmp, &data).map_err(|source| io_error("renaming", &tmp, source))?;
+        // From here on the leftover to remove on failure is the data file itself.
+        let mut new_data = if diff_file_bytes > 0 {
+            fs::rename(&tmp_path, &data)
+                .map_err(|source| io_error("renaming", &tmp_path, source))?;
+            tmp.forget();
+            Leftover(Some(data.clone()))
         } else {
             // No new bytes: the header references no data of this build.
-            let _ = fs::remove_file(&tmp);
-        }
+            drop(tmp);
+            Leftover(None)
+        };
         for parent_build in header.builds() {
             if parent_build != build {
                 self.bring_in(parent_build)?;
@@ -189,6 +192,7 @@ impl NextGeneration {
         }
         write_header(&header_path(&self.dir), &header, HeaderFormat::Native)
             .map_err(write_error)?;
+        new_data.forget();
         if let Ok(dir) = File::open(&self.dir) {
             let _ = dir.sync_all();
         }
@@ -261,4 +265,26 @@ fn io_error(what: &'static str, path: &Path, source: io::Error) -> GenerationErr
 /// Total bytes of disjoint ranges.
 fn bytes_in(ranges: &[std::ops::Range<u64>]) -> u64 {
     ranges.iter().map(|r| r.end - r.start).sum()
+}
+
+/// A file to remove unless [`Leftover::forget`] is called: what a failed write leaves behind.
+struct Leftover(Option<PathBuf>);
+
+impl Leftover {
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// Keeps the file: the write it belongs to succeeded.
+    fn forget(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Leftover {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
 }

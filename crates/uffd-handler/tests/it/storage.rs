@@ -116,3 +116,78 @@ fn generation_zero(dir: &TestDir, model: &Model) -> (PathBuf, PathBuf) {
     .unwrap();
     (snapshot, data)
 }
+
+/// A tmpfs of `size` mounted at `dir` for the life of the guard (needs root and `mount`).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Result<SmallDisk, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(SmallDisk(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// `snapshot` onto a full disk: answered with an error naming it, nothing half-written left
+/// behind to keep the disk full, and the VMM served on with every byte right.
+#[test]
+fn a_full_disk_leaves_no_partial_file_and_loses_nothing() {
+    let dir = TestDir::new("full-disk");
+    let next = dir.join("next");
+    let disk = match SmallDisk::mount(&next, "512k") {
+        Ok(disk) => disk,
+        Err(reason) => {
+            test_support::skip(
+                "a_full_disk_leaves_no_partial_file_and_loses_nothing",
+                &reason,
+            );
+            return;
+        }
+    };
+    let memory = dir.join("memory");
+    let mut model = model_image(SEED, 4 * MIB, PAGE);
+    std::fs::write(&memory, &model.bytes).unwrap();
+    let daemon = Daemon::start(
+        &dir,
+        &[
+            "--memory-file",
+            path(&memory),
+            "--dirty-tracking",
+            "--next-generation",
+            path(&next),
+        ],
+    );
+    let vmm = start_vmm(&daemon, vec![4 * MIB], false);
+    vmm.touch(Touch::write(0, 2 * MIB, 2, 7)).unwrap();
+    model.touch_write(0, 2 * MIB, 7);
+    let answer = daemon.control("snapshot");
+    let error = answer["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("No space left"), "{answer}");
+    let left: Vec<String> = std::fs::read_dir(&next)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "left behind on the full disk: {left:?}");
+    assert_eq!(daemon.control("stats")["state"], "serving");
+    crate::common::verify_all(&vmm, &model);
+    assert!(vmm.exit().unwrap().success());
+    let (status, stderr) = daemon.wait(TIMEOUT);
+    assert_eq!(exit_code(status, &stderr), 0, "{stderr}");
+    drop(disk);
+}
