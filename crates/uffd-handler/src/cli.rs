@@ -102,6 +102,10 @@ pub(crate) struct ServeArgs {
     /// process's uid and root).
     #[arg(long, value_name = "UID")]
     pub allow_uid: Vec<u32>,
+    /// A control connection that sends no command for this long is closed (at most 16 are
+    /// served at once; more are answered with an error and closed).
+    #[arg(long, value_name = "DURATION", default_value = "30", value_parser = parse_duration)]
+    pub control_idle_timeout: Duration,
     /// A control socket (mode 0600) taking line commands: `stats`, `snapshot`, `stop`.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,

@@ -88,6 +88,7 @@ pub(crate) struct ServeConfig {
     /// `--fault-around`, resolved to pages when a VMM's page size is known.
     pub(crate) fault_around: FaultAround,
     pub(crate) control: Option<PathBuf>,
+    pub(crate) control_idle_timeout: Duration,
     pub(crate) stats_json: Option<PathBuf>,
     pub(crate) keep_listening: bool,
     /// Test hook: the source fails for good after this many reads.
@@ -162,6 +163,7 @@ impl ServeConfig {
             policy,
             fault_around: args.fault_around,
             control: args.control.clone(),
+            control_idle_timeout: args.control_idle_timeout,
             stats_json: args.stats_json.clone(),
             keep_listening: args.keep_listening,
             #[cfg(feature = "test-hooks")]

@@ -14,6 +14,9 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use crossbeam_channel::{Sender, bounded};
 use tracing::{debug, info, warn};
@@ -77,12 +80,18 @@ pub(crate) struct ControlError {
 #[derive(Debug)]
 pub(crate) struct ControlSocket {
     socket: BoundSocket,
+    /// Connections being served now.
+    active: Arc<AtomicUsize>,
+    idle_timeout: Duration,
 }
+
+/// Control connections served at once; more are refused with an error line.
+pub(crate) const MAX_CONTROL_CONNECTIONS: usize = 16;
 
 impl ControlSocket {
     /// Binds `path` reachable by this uid only, created with mode 0600 in place; a socket
     /// another daemon listens on, or another user's, is never replaced.
-    pub(crate) fn bind(path: &Path) -> Result<Self, ControlError> {
+    pub(crate) fn bind(path: &Path, idle_timeout: Duration) -> Result<Self, ControlError> {
         let fail = |message: String| ControlError {
             path: path.to_path_buf(),
             message,
@@ -90,7 +99,11 @@ impl ControlSocket {
         let socket = BoundSocket::bind(path, 0o600, None).map_err(|e| fail(e.to_string()))?;
         rustix::net::listen(&socket, 16).map_err(|e| fail(format!("listening: {e}")))?;
         info!(path = %path.display(), "control socket listening");
-        Ok(ControlSocket { socket })
+        Ok(ControlSocket {
+            socket,
+            active: Arc::default(),
+            idle_timeout,
+        })
     }
 
     /// Accepts every pending connection, each served on its own thread.
@@ -100,12 +113,29 @@ impl ControlSocket {
                 .map(UnixStream::from)
                 .map_err(std::io::Error::from);
             match accepted {
-                Ok(conn) => {
+                Ok(mut conn) => {
+                    // Counted here, released by the connection's thread when it ends.
+                    if self.active.fetch_add(1, Ordering::AcqRel) >= MAX_CONTROL_CONNECTIONS {
+                        self.active.fetch_sub(1, Ordering::AcqRel);
+                        let busy = error_line(&format!(
+                            "too many control connections ({MAX_CONTROL_CONNECTIONS} are served \
+                             at once); try again"
+                        ));
+                        let _ = conn.set_nonblocking(true);
+                        let _ = send_line(&mut conn, &busy);
+                        continue;
+                    }
                     let events = events.clone();
+                    let active = self.active.clone();
+                    let idle_timeout = self.idle_timeout;
                     let spawned = std::thread::Builder::new()
                         .name("control-conn".into())
-                        .spawn(move || serve_connection(conn, &events));
+                        .spawn(move || {
+                            serve_connection(conn, &events, idle_timeout);
+                            active.fetch_sub(1, Ordering::AcqRel);
+                        });
                     if let Err(e) = spawned {
+                        self.active.fetch_sub(1, Ordering::AcqRel);
                         warn!(error = %e, "cannot serve a control connection");
                     }
                 }
@@ -126,7 +156,7 @@ impl AsFd for ControlSocket {
     }
 }
 
-fn serve_connection(conn: UnixStream, events: &MailboxSender) {
+fn serve_connection(conn: UnixStream, events: &MailboxSender, idle_timeout: Duration) {
     let own = rustix::process::geteuid().as_raw();
     match peer_credentials(&conn) {
         Ok(peer) if peer.uid == own || peer.uid == 0 => {}
@@ -144,6 +174,8 @@ fn serve_connection(conn: UnixStream, events: &MailboxSender) {
         }
     }
     let _ = conn.set_nonblocking(false);
+    // An idle connection is closed: it holds one of the few connection slots.
+    let _ = conn.set_read_timeout((!idle_timeout.is_zero()).then_some(idle_timeout));
     let Ok(mut out) = conn.try_clone() else {
         return;
     };

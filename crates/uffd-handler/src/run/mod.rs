@@ -69,7 +69,10 @@ impl Daemon {
         let listener = HandshakeListener::bind(&config.socket, config.socket_group)
             .map_err(|e| usage(format!("--socket: {e}")))?;
         let control = match &config.control {
-            Some(path) => Some(ControlSocket::bind(path).map_err(|e| usage(e.to_string()))?),
+            Some(path) => Some(
+                ControlSocket::bind(path, config.control_idle_timeout)
+                    .map_err(|e| usage(e.to_string()))?,
+            ),
             None => None,
         };
         let events = Mailbox::new().map_err(|e| usage(format!("cannot create an eventfd: {e}")))?;

@@ -208,3 +208,55 @@ fn a_fault_outside_the_declared_regions_is_one_fatal_error() {
         .count();
     assert_eq!(lines, 2, "logged {lines} times:\n{stderr}");
 }
+
+/// The control socket under many idle connections: at most 16 are served at once (the rest
+/// are told so and closed), idle ones are closed after `--control-idle-timeout`, and then the
+/// socket answers again.
+#[test]
+fn control_connections_are_bounded_and_idle_ones_closed() {
+    use std::io::Read;
+
+    let dir = TestDir::new("control-flood");
+    let memory = dir.join("memory");
+    std::fs::write(&memory, &model_image(6, MIB, PAGE).bytes).unwrap();
+    let daemon = Daemon::start(
+        &dir,
+        &[
+            "--memory-file",
+            path(&memory),
+            "--control-idle-timeout",
+            "300ms",
+        ],
+    );
+    let control = dir.join("vmm.sock.control");
+    let mut idle: Vec<UnixStream> = (0..16)
+        .map(|_| UnixStream::connect(&control).unwrap())
+        .collect();
+    // Let the daemon take them all before the next one comes.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut refused = loop {
+        let mut extra = UnixStream::connect(&control).unwrap();
+        extra
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let mut line = String::new();
+        if extra.read_to_string(&mut line).is_ok() && line.contains("too many control connections")
+        {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a 17th connection was served"
+        );
+    };
+    refused.retain(|c| c != '\n');
+    assert!(refused.starts_with("{\"error\""), "{refused}");
+    // The idle ones are closed by the daemon (end of file), then the socket answers again.
+    for conn in &mut idle {
+        conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest)
+            .expect("the daemon closes an idle connection");
+    }
+    assert_eq!(daemon.control("stats")["state"], "waiting");
+}
