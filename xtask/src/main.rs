@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod fuzz;
 mod hugepages;
 
 use std::process::{Command, ExitCode};
@@ -16,6 +17,10 @@ usage: cargo xtask <command>
                     (with verification) of every publishable crate
   ci                lint, then test: what .ci/run does
   bench [crate]     criterion benches of one crate, or of all
+  fuzz [target] [--seconds N]
+                    coverage-guided fuzzing (cargo-fuzz, libFuzzer, nightly) of every parser
+                    of outside bytes, or of one; N seconds each (default 60); the corpus in
+                    fuzz/corpus grows with what it finds; a crash fails the command
   demo [flags]      the main job: build a 1 GiB snapshot, restore it lazily through the
                     daemon into a Firecracker-like VMM (a KVM guest where /dev/kvm works),
                     verify every byte, balloon, write, snapshot, restore again; flags go to
@@ -32,6 +37,7 @@ fn main() -> ExitCode {
         Some("lint") => lint(),
         Some("ci") => lint().and_then(|()| test(&[])),
         Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("fuzz") => fuzz::run(&args[1..], &workspace_root()),
         Some("demo") => demo(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");

@@ -16,6 +16,7 @@ mod model;
 mod ops;
 pub mod snapshot_dir;
 mod source;
+pub mod working_set;
 mod writer;
 
 pub use codec::{E2B_ENTRY_LEN, E2B_METADATA_LEN, HeaderFormat, NATIVE_MAGIC, NATIVE_VERSION};

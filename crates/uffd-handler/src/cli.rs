@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::exit::EXIT_CODES_HELP;
+pub(crate) use crate::parse::{FaultAround, parse_duration, parse_fault_around, parse_size};
 
 /// `uffd-handler`: serves a microVM's guest memory from a snapshot, lazily, through the
 /// userfaultfd a Firecracker-compatible VMM hands over on a Unix socket.
@@ -127,56 +128,6 @@ pub(crate) struct ServeArgs {
     pub fail_source_after: Option<u64>,
 }
 
-/// `--fault-around`: the window a read fault installs around itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FaultAround {
-    /// One page per fault (`off`, or `1`).
-    Off,
-    /// A window of this many bytes (`64K`, `256K`, `1M`: a size with a suffix).
-    Bytes(u64),
-    /// A window of this many pages (a plain number: 4, 16, 64; the flag's older form).
-    Pages(u64),
-}
-
-/// The largest fault-around window: one 2 MiB copy inside a demand fault. On a 2 MiB-page
-/// guest every window is therefore one page.
-pub(crate) const FAULT_AROUND_MAX_BYTES: u64 = 2 << 20;
-
-impl FaultAround {
-    /// The window in pages of `page_size` bytes: a power of two, at least 1, at most
-    /// [`FAULT_AROUND_MAX_BYTES`].
-    pub(crate) fn pages(self, page_size: u64) -> u64 {
-        let bytes = match self {
-            FaultAround::Off => return 1,
-            FaultAround::Bytes(bytes) => bytes,
-            FaultAround::Pages(pages) => pages.saturating_mul(page_size),
-        };
-        let pages = (bytes.min(FAULT_AROUND_MAX_BYTES) / page_size.max(1)).max(1);
-        // Round down to a power of two: windows are aligned.
-        1 << pages.ilog2()
-    }
-}
-
-/// Parses `--fault-around`: `off`, a page count (a plain number) or a size with a suffix.
-pub(crate) fn parse_fault_around(s: &str) -> Result<FaultAround, String> {
-    let s = s.trim();
-    if s == "off" {
-        return Ok(FaultAround::Off);
-    }
-    let has_suffix = s.ends_with(['K', 'k', 'M', 'm', 'G', 'g']);
-    let n = parse_size(s)?;
-    match (has_suffix, n) {
-        (_, 0) => Err(format!("{s:?}: the window must not be empty (say `off`)")),
-        (false, 1) => Ok(FaultAround::Off),
-        (false, pages) if pages.is_power_of_two() => Ok(FaultAround::Pages(pages)),
-        (false, _) => Err(format!("{s:?}: a page count must be a power of two")),
-        (true, bytes) if bytes.is_power_of_two() && bytes >= 4096 => Ok(FaultAround::Bytes(bytes)),
-        (true, _) => Err(format!(
-            "{s:?}: a window in bytes must be a power of two of at least 4K"
-        )),
-    }
-}
-
 /// `--prefetch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -216,53 +167,9 @@ pub(crate) enum OnSignal {
     Kill,
 }
 
-/// Parses `30`, `2.5`, `500ms`, `10s` or `2m`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (text, 1.0)
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 30, 2.5, 500ms, 10s, 2m)"))?;
-    Duration::try_from_secs_f64(value * scale)
-        .map_err(|_| format!("{text:?} is not a non-negative duration"))
-}
-
-/// A size in bytes with an optional K, M or G suffix (powers of 1024).
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let (digits, shift) = match s.as_bytes().last() {
-        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
-        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
-        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    let n: u64 = digits.parse().map_err(|e| format!("bad size {s:?}: {e}"))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("size {s:?} overflows"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_and_without_units() {
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("-1").is_err());
-        assert!(parse_duration("soon").is_err());
-    }
 
     #[test]
     fn the_command_line_is_consistent() {
@@ -296,32 +203,5 @@ mod tests {
         let cli = parse(&["--record-working-set", "/w"]).unwrap();
         let CliCommand::Serve(args) = cli.command;
         assert_eq!(args.record_working_set, Some(Some(PathBuf::from("/w"))));
-    }
-
-    #[test]
-    fn fault_around_in_bytes_or_pages_capped_at_2m() {
-        let at = |s: &str, page: u64| parse_fault_around(s).unwrap().pages(page);
-        assert_eq!(at("off", 4096), 1);
-        assert_eq!(at("1", 4096), 1);
-        assert_eq!(at("64K", 4096), 16);
-        assert_eq!(at("16", 4096), 16);
-        assert_eq!(at("64", 4096), 64);
-        assert_eq!(at("4M", 4096), 512, "capped at 2 MiB");
-        // A 2 MiB-page guest: every window is one page (the old `64` meant 128 MiB there).
-        assert_eq!(at("64", 2 << 20), 1);
-        assert_eq!(at("64K", 2 << 20), 1);
-        for bad in ["0", "3", "12K", "1K", "x", ""] {
-            assert!(parse_fault_around(bad).is_err(), "{bad:?} was accepted");
-        }
-    }
-
-    #[test]
-    fn sizes_with_suffixes() {
-        assert_eq!(parse_size("64M"), Ok(64 << 20));
-        assert_eq!(parse_size("4k"), Ok(4096));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("12"), Ok(12));
-        assert!(parse_size("x").is_err());
-        assert!(parse_size("99999999999G").is_err());
     }
 }

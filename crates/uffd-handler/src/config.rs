@@ -10,7 +10,7 @@ use std::time::Duration;
 use snapshot_format::{LayeredSource, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 
 use super::cli::{FaultAround, OnFatal, OnSignal, ParentFiles, PrefetchMode, ServeArgs};
-use super::working_set;
+use snapshot_format::working_set;
 use uffd_engine::EngineConfig;
 use uffd_handshake::PeerPolicy;
 

@@ -22,22 +22,12 @@ use crossbeam_channel::{Sender, bounded};
 use tracing::{debug, info, warn};
 
 use super::mailbox::{MailboxSender, Message};
+pub(crate) use crate::parse::ControlCommand;
 use rustix::net::SocketFlags;
 use uffd_handshake::{BoundSocket, peer_credentials};
 
 /// Longest command line accepted.
 const MAX_LINE: u64 = 4096;
-
-/// A control command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ControlCommand {
-    /// Report the statistics.
-    Stats,
-    /// Write the next generation.
-    Snapshot,
-    /// Stop gracefully.
-    Stop,
-}
 
 /// A command on its way to the main loop, with where to send the answer line.
 #[derive(Debug)]
@@ -186,16 +176,11 @@ fn serve_connection(conn: UnixStream, events: &MailboxSender, idle_timeout: Dura
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let command = match line.trim() {
-            "" => continue,
-            "stats" => ControlCommand::Stats,
-            "snapshot" => ControlCommand::Snapshot,
-            "stop" => ControlCommand::Stop,
-            other => {
-                let answer = error_line(&format!(
-                    "unknown command {other:?}; the commands are stats, snapshot and stop"
-                ));
-                if send_line(&mut out, &answer).is_err() {
+        let command = match ControlCommand::parse(&line) {
+            Ok(Some(command)) => command,
+            Ok(None) => continue,
+            Err(message) => {
+                if send_line(&mut out, &error_line(&message)).is_err() {
                     return;
                 }
                 continue;

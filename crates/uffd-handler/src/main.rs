@@ -21,13 +21,13 @@ mod exit;
 mod fail_source;
 mod generation;
 mod mailbox;
+mod parse;
 mod run;
 mod session;
 mod signals;
 mod stats;
 mod vmm_exit;
 mod vmm_memory;
-mod working_set;
 
 use std::process::ExitCode;
 

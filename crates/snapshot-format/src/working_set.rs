@@ -1,5 +1,5 @@
-//! The working-set file: the image byte ranges a restore's demand faults first touched, in
-//! order, replayed as the next restore's prefetch order.
+//! The working-set file kept beside a snapshot: the image byte ranges a restore's demand
+//! faults first touched, in order, replayed as the next restore's prefetch order.
 //!
 //! Text, one range per line as `<offset> <length>` (hexadecimal with `0x`, or decimal); lines
 //! starting with `#` are comments. The first comment names the page and image sizes it was
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 /// Why a working-set file could not be used.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum WorkingSetError {
+pub enum WorkingSetError {
     /// Reading or writing failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -39,12 +39,27 @@ pub(crate) enum WorkingSetError {
     },
 }
 
-/// Reads a working set for an image of `image_size` bytes.
-pub(crate) fn read(path: &Path, image_size: u64) -> Result<Vec<Range<u64>>, WorkingSetError> {
+/// Reads the working set at `path` for an image of `image_size` bytes.
+///
+/// # Errors
+///
+/// [`WorkingSetError::Io`] if the file cannot be read; [`WorkingSetError::Malformed`] naming
+/// the first line that is not a range inside the image.
+pub fn read(path: &Path, image_size: u64) -> Result<Vec<Range<u64>>, WorkingSetError> {
     let text = fs::read_to_string(path).map_err(|source| WorkingSetError::Io {
         path: path.to_path_buf(),
         source,
     })?;
+    parse(&text, image_size, path)
+}
+
+/// Parses the text of a working set for an image of `image_size` bytes; `path` only names
+/// the file in errors.
+///
+/// # Errors
+///
+/// [`WorkingSetError::Malformed`] naming the first line that is not a range inside the image.
+pub fn parse(text: &str, image_size: u64, path: &Path) -> Result<Vec<Range<u64>>, WorkingSetError> {
     let mut ranges = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -79,8 +94,13 @@ pub(crate) fn read(path: &Path, image_size: u64) -> Result<Vec<Range<u64>>, Work
     Ok(ranges)
 }
 
-/// Writes `ranges` (through a temporary file and a rename).
-pub(crate) fn write(
+/// Writes `ranges` (through a temporary file and a rename) with a comment naming the page
+/// and image sizes they were recorded with.
+///
+/// # Errors
+///
+/// [`WorkingSetError::Io`] if writing or renaming fails (the temporary file is removed).
+pub fn write(
     path: &Path,
     ranges: &[Range<u64>],
     page_size: u64,
@@ -102,8 +122,11 @@ pub(crate) fn write(
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    fs::write(&tmp, text).map_err(io_error)?;
-    fs::rename(&tmp, path).map_err(io_error)
+    let written = fs::write(&tmp, text).and_then(|()| fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map_err(io_error)
 }
 
 fn parse_number(text: &str) -> Option<u64> {
