@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::common::{
     Daemon, MIB, Model, PAGE, TIMEOUT, TestDir, assert_hashes, exit_code, model_image, start_vmm,
 };
-use test_vmm::{Touch, VmmError};
+use test_vmm::{Touch, VmmError, VmmProcess};
 
 const SEED: u64 = 0xfa11;
 
@@ -84,23 +84,7 @@ fn on_fatal_exit_leaves_the_vmm_blocked_never_fed_zeros() {
         stderr.contains("left running (--on-fatal exit)"),
         "{stderr}"
     );
-    // The handler is gone; the VMM holds its own copy of the uffd, so its faulting threads
-    // wait (a bounded check of something that must not happen).
-    let waited = touch.wait_timeout(Duration::from_millis(500));
-    assert!(
-        matches!(waited, Err(VmmError::Timeout { .. })),
-        "the touch finished without a handler: {waited:?}"
-    );
-    // Pages past those served are still absent: no zero page was put in their place.
-    let present = vmm
-        .pagemap(0, 4 * MIB)
-        .unwrap()
-        .iter()
-        .filter(|f| f.present())
-        .count() as u64;
-    assert!(present < 4 * MIB / PAGE, "{present} pages present");
-    vmm.kill().unwrap();
-    assert_eq!(vmm.wait().unwrap().signal(), Some(libc::SIGKILL));
+    assert_frozen_never_zeroed(&vmm, touch);
 }
 
 /// A graceful stop graduates (the default `--on-signal graduate`); a page whose bytes cannot
@@ -141,6 +125,18 @@ fn graduation_over_a_failing_source_with_on_fatal_exit_leaves_the_vmm_frozen() {
     assert_eq!(exit_code(status, &stderr), 3, "{stderr}");
     assert!(stderr.contains("was left frozen"), "{stderr}");
     let touch = vmm.start_touch(Touch::read(0, 4 * MIB, 2)).unwrap();
+    assert_frozen_never_zeroed(&vmm, touch);
+}
+
+/// The handler is gone and the VMM (which keeps its own copy of the uffd) is left: its touch
+/// of the 4 MiB guest waits (a bounded check of something that must not happen), and the
+/// pages past those served are still absent, no zero page put in their place. Then it is
+/// killed.
+#[track_caller]
+fn assert_frozen_never_zeroed(
+    vmm: &VmmProcess,
+    touch: test_vmm::Pending<'_, test_vmm::TouchReport>,
+) {
     let waited = touch.wait_timeout(Duration::from_millis(500));
     assert!(
         matches!(waited, Err(VmmError::Timeout { .. })),
