@@ -147,6 +147,14 @@ impl Report {
                 d(m1, &["latency_max"])
             ),
         );
+        row(
+            "vCPU stall time (sum of waits)",
+            format!(
+                "{:.1?} over {} faults",
+                d(m1, &["stall_time"]),
+                u(m1, &["latency_samples"])
+            ),
+        );
         let bw = if prefetch_time.is_zero() {
             0.0
         } else {

@@ -385,6 +385,7 @@ impl Engine {
         if self.graduated {
             return Ok(());
         }
+        let _span = tracing::info_span!("graduation").entered();
         let size = self.shared.layout.read().image_size();
         let started = Instant::now();
         let report = self

@@ -27,6 +27,9 @@ pub(crate) struct Metrics {
     pub(crate) prefetch_skipped: AtomicU64,
     pub(crate) prefetch_deferred: AtomicU64,
     pub(crate) prefetch_bytes: AtomicU64,
+    pub(crate) prefetch_zero_pages: AtomicU64,
+    /// Sum of the service latencies, in nanoseconds.
+    stall_ns: AtomicU64,
     latency: Box<[AtomicU64]>,
 }
 
@@ -51,6 +54,8 @@ impl Default for Metrics {
             prefetch_skipped: zero(),
             prefetch_deferred: zero(),
             prefetch_bytes: zero(),
+            prefetch_zero_pages: zero(),
+            stall_ns: zero(),
             latency: (0..BUCKETS).map(|_| zero()).collect(),
         }
     }
@@ -86,6 +91,7 @@ impl Metrics {
     pub(crate) fn record_latency(&self, elapsed: Duration) {
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.latency[bucket_of(ns)].fetch_add(1, Relaxed);
+        self.stall_ns.fetch_add(ns, Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
@@ -124,6 +130,8 @@ impl Metrics {
             prefetch_skipped: get(&self.prefetch_skipped),
             prefetch_deferred: get(&self.prefetch_deferred),
             prefetch_bytes: get(&self.prefetch_bytes),
+            prefetch_zero_pages: get(&self.prefetch_zero_pages),
+            stall_time: Duration::from_nanos(get(&self.stall_ns)),
             latency_samples: total,
             latency_p50: quantile(0.50),
             latency_p99: quantile(0.99),
@@ -170,6 +178,12 @@ pub struct MetricsSnapshot {
     pub prefetch_deferred: u64,
     /// Bytes installed by prefetch.
     pub prefetch_bytes: u64,
+    /// Hole pages prefetch installed as zero pages.
+    pub prefetch_zero_pages: u64,
+    /// vCPU stall time: the sum of every fault's service latency, how long the guest's
+    /// threads waited on the handler in all (a fault's wait in the kernel's queue before it
+    /// is read is not included).
+    pub stall_time: Duration,
     /// Faults timed (service latency: message read to install done).
     pub latency_samples: u64,
     /// Median service latency (bucket upper bound, <= 19% above the true value).

@@ -111,6 +111,7 @@ pub(crate) fn start(
         std::thread::Builder::new()
             .name("uffd-prefetch-plan".into())
             .spawn(move || {
+                let _span = tracing::info_span!("prefetch", ranges = order.len()).entered();
                 let chunk = chunk_pages(&shared);
                 let page = shared.page_bytes();
                 for span in order {
@@ -139,9 +140,7 @@ pub(crate) fn start(
                             start = end;
                         }
                     }
-                    planner_counters
-                        .skipped
-                        .fetch_add(range.len() - missing, Ordering::Relaxed);
+                    skipped(&shared, &planner_counters, range.len() - missing);
                 }
             })
             .expect("spawn prefetch planner"),
@@ -198,7 +197,7 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
         .tracker
         .try_claim_run(page, window, StateSet::MISSING)
     else {
-        counters.skipped.fetch_add(1, Ordering::Relaxed);
+        skipped(shared, counters, 1);
         return page + 1;
     };
     if claim.pages().start() < page {
@@ -218,7 +217,7 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
         Err(e) => {
             // Demand faults retry source failures; prefetch just leaves the pages Missing.
             tracing::debug!(first, %e, "prefetch source read failed; pages left to demand");
-            counters.skipped.fetch_add(pages, Ordering::Relaxed);
+            skipped(shared, counters, pages);
             return first + pages;
         }
     };
@@ -242,7 +241,7 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
         _ => {
             // A piece shorter than a page (tiny source blocks): demand faults and graduation's
             // sweep assemble those.
-            counters.skipped.fetch_add(1, Ordering::Relaxed);
+            skipped(shared, counters, 1);
             return first + 1;
         }
     };
@@ -286,7 +285,7 @@ fn install_locked(
         .take_while(|&p| shared.tracker.state(p).ok() == Some(PageState::Missing))
         .count() as u64;
     if missing == 0 {
-        counters.skipped.fetch_add(1, Ordering::Relaxed);
+        skipped(shared, counters, 1);
         return first + 1;
     }
     // One short install per gate hold, so reading events never waits long behind prefetch; the
@@ -301,7 +300,7 @@ fn install_locked(
         let _later = claim.split_off(first + missing);
     }
     let Some(dst) = shared.host_range(first, missing) else {
-        counters.skipped.fetch_add(missing, Ordering::Relaxed);
+        skipped(shared, counters, missing);
         return first + missing;
     };
     let len = (missing * bytes) as usize;
@@ -330,6 +329,7 @@ fn install_locked(
                 Fill::Zeros => {
                     let n = claim.install_zero(Access::Read);
                     counters.zero.fetch_add(n, Ordering::Relaxed);
+                    Metrics::add(&shared.metrics.prefetch_zero_pages, n);
                 }
             }
             drop(rest);
@@ -364,4 +364,10 @@ fn install_locked(
             first + done + 1
         }
     }
+}
+
+/// Counts `pages` passed over, in the report and in the engine's metrics.
+fn skipped(shared: &Shared, counters: &Counters, pages: u64) {
+    counters.skipped.fetch_add(pages, Ordering::Relaxed);
+    Metrics::add(&shared.metrics.prefetch_skipped, pages);
 }

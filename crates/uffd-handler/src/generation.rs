@@ -122,6 +122,7 @@ impl NextGeneration {
         engine: &Engine,
         memory: &VmmMemory<'_>,
     ) -> Result<SnapshotSummary, GenerationError> {
+        let _span = tracing::info_span!("generation_export").entered();
         let started = Instant::now();
         let exported = engine.export_and_reset()?;
         let sets = match self.carried.take() {

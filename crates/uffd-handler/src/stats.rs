@@ -189,6 +189,15 @@ impl Stats {
                     m.latency_samples
                 ),
             )?;
+            row(
+                out,
+                "vCPU stall time",
+                format!(
+                    "{} in all, over {} faults served",
+                    secs(m.stall_time.as_secs_f64()),
+                    m.latency_samples
+                ),
+            )?;
         }
         if let Some(p) = &self.pages {
             row(

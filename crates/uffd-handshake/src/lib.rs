@@ -64,6 +64,7 @@ pub fn receive_handshake(
     image_size: u64,
     policy: &PeerPolicy,
 ) -> Result<Handshake, HandshakeError> {
+    let _span = tracing::info_span!("handshake").entered();
     let peer = peer_credentials(&conn).map_err(HandshakeError::PeerCredentials)?;
     if !policy.allows(peer.uid) {
         warn!(

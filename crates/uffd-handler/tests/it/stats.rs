@@ -64,6 +64,14 @@ fn final_stats_are_taken_after_graduation() {
         stderr.contains("pages installed by a write"),
         "the table does not name the count: {stderr}"
     );
+    // vCPU stall time: the sum of the service latencies of the faults served, at least the
+    // median times the count's half.
+    let metrics = &stats["metrics"];
+    let stall = metrics["stall_time"]["secs"].as_u64().unwrap() as f64
+        + metrics["stall_time"]["nanos"].as_u64().unwrap() as f64 / 1e9;
+    let samples = metrics["latency_samples"].as_u64().unwrap();
+    assert!(samples >= 3 && stall > 0.0, "{stats:#}");
+    assert!(stderr.contains("vCPU stall time"), "{stderr}");
     let mut model = model;
     model.touch_write(4 * PAGE, PAGE, 9);
     verify_all(&vmm, &model);
