@@ -148,6 +148,15 @@ pub enum Error {
         /// The image's length.
         actual: u64,
     },
+    /// A data file changed after it was opened (written, truncated, extended): its bytes can
+    /// no longer be trusted, and none is served from it.
+    #[error("data file {} changed since it was opened ({detail}); its bytes are not served", path.display())]
+    FileChanged {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What changed: size or modification time, before and after.
+        detail: String,
+    },
     /// An I/O operation failed.
     #[error("{context}: {source}")]
     Io {

@@ -81,9 +81,53 @@ pub struct LayeredSource {
 struct BuildFile {
     build_id: Uuid,
     path: PathBuf,
-    /// The open file, for `pread`.
+    /// The open file, for `pread` and for checking it is unchanged.
     file: Arc<File>,
+    /// Its size and modification time when opened.
+    opened: FileStamp,
     data: Bytes,
+}
+
+/// What identifies a file's contents cheaply: its size and modification time (`fstat` of
+/// the open file, so a file replaced by a rename keeps its old, intact identity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(file: &File) -> std::io::Result<FileStamp> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = file.metadata()?;
+        Ok(FileStamp {
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        })
+    }
+}
+
+impl BuildFile {
+    /// An error unless the file is as it was when opened (one `fstat`).
+    fn check_unchanged(&self) -> Result<()> {
+        let now = FileStamp::of(&self.file)
+            .map_err(|e| Error::io(format!("checking data file {}", self.path.display()), e))?;
+        if now == self.opened {
+            return Ok(());
+        }
+        Err(Error::FileChanged {
+            path: self.path.clone(),
+            detail: format!(
+                "size {} -> {}, mtime {}.{:09} -> {}.{:09}",
+                self.opened.size,
+                now.size,
+                self.opened.mtime.0,
+                self.opened.mtime.1,
+                now.mtime.0,
+                now.mtime.1
+            ),
+        })
+    }
 }
 
 impl LayeredSource {
@@ -107,10 +151,13 @@ impl LayeredSource {
             }
             // Entries are capped at 2^26, so build indexes fit in u32 below NO_FILE.
             file_index.insert(build, mapped.len() as u32);
+            let opened = FileStamp::of(&file)
+                .map_err(|e| Error::io(format!("inspecting data file {}", path.display()), e))?;
             mapped.push(BuildFile {
                 build_id: build,
                 path: path.clone(),
                 file: Arc::new(file),
+                opened,
                 data,
             });
         }
@@ -166,11 +213,18 @@ impl LayeredSource {
     /// until its page range is filled (a range crossing entries takes several calls).
     ///
     /// Errors with [`Error::OutOfRange`] if `offset` is at or past the size or `max_len` is 0.
+    ///
+    /// A data piece comes only from a file still as it was when opened (size and modification
+    /// time, one `fstat`): [`Error::FileChanged`] otherwise, so bytes of a file rewritten or
+    /// truncated underneath are never handed out.
     #[inline]
     pub fn chunk(&self, offset: u64, max_len: u64) -> Result<Chunk<'_>> {
         Ok(match self.locate(offset, max_len)? {
             Piece::Zero(len) => Chunk::Zero(len),
-            Piece::File(file, range) => Chunk::Data(&file.data[range]),
+            Piece::File(file, range) => {
+                file.check_unchanged()?;
+                Chunk::Data(&file.data[range])
+            }
         })
     }
 
@@ -183,7 +237,10 @@ impl LayeredSource {
         while position < end {
             let segment = match self.locate(position, end - position)? {
                 Piece::Zero(len) => Segment::Zero(len),
-                Piece::File(file, range) => Segment::Data(file.data.slice(range)),
+                Piece::File(file, range) => {
+                    file.check_unchanged()?;
+                    Segment::Data(file.data.slice(range))
+                }
             };
             position += segment.len();
             segments.push(segment);
@@ -208,6 +265,7 @@ impl LayeredSource {
                     len as usize
                 }
                 Piece::File(file, range) => {
+                    file.check_unchanged()?;
                     let len = range.len();
                     file.file
                         .read_exact_at(&mut rest[..len], range.start as u64)

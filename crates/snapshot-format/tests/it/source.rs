@@ -228,8 +228,8 @@ fn sources_and_headers_can_be_shared_across_threads() {
     shareable::<Segment>();
 }
 
-/// A data file truncated after open: `read_into` reads with `pread`, so the lost bytes are an
-/// I/O error naming the file, never a SIGBUS from touching the mapping.
+/// A data file truncated after open: nothing more is served from it (it changed since it was
+/// opened), and nothing touches the mapping, so there is no SIGBUS either.
 #[test]
 fn read_into_a_file_truncated_underneath_is_an_error_not_sigbus() {
     let dir = TestDir::new("truncated-read");
@@ -246,11 +246,38 @@ fn read_into_a_file_truncated_underneath_is_an_error_not_sigbus() {
         .set_len(4 * PAGE)
         .unwrap();
     let error = source.read_into(6 * PAGE, &mut buf).unwrap_err();
-    assert!(matches!(error, Error::Io { .. }), "{error}");
+    assert!(matches!(error, Error::FileChanged { .. }), "{error}");
     assert!(error.to_string().contains("memory"), "{error}");
-    // Bytes still in the file are read as before.
-    source.read_into(PAGE, &mut buf).unwrap();
-    assert!(buf.iter().all(|&b| b == 0x5a));
+    // Not even the bytes still in the file: the file is not the one opened any more.
+    assert!(matches!(
+        source.read_into(PAGE, &mut buf),
+        Err(Error::FileChanged { .. })
+    ));
+    assert!(matches!(
+        source.chunk(PAGE, PAGE),
+        Err(Error::FileChanged { .. })
+    ));
+}
+
+/// A data file rewritten in place with the same length (what `cp` over it does, or a bit
+/// flipped by a write): detected by its modification time, never served.
+#[test]
+fn a_file_rewritten_in_place_is_never_served() {
+    use std::os::unix::fs::FileExt;
+
+    let dir = TestDir::new("rewritten");
+    let path = dir.join("memory");
+    fs::write(&path, vec![0x11; 4 * PAGE as usize]).unwrap();
+    let source = LayeredSource::open_memory_file(&path, PAGE).unwrap();
+    assert_eq!(source.chunk(0, PAGE).unwrap(), Chunk::Data(&[0x11; PAGE as usize]));
+    let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    // A new modification time even within the file system's timestamp granularity.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+    file.write_all_at(&[0x12], 3 * PAGE).unwrap();
+    file.set_modified(later).unwrap();
+    let error = source.chunk(3 * PAGE, PAGE).unwrap_err();
+    assert!(matches!(error, Error::FileChanged { .. }), "{error}");
+    assert!(error.to_string().contains("changed since it was opened"), "{error}");
 }
 
 /// A sparse memory file (Firecracker's diff snapshots are sparse): its holes are zero runs,

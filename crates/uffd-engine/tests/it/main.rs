@@ -6,6 +6,7 @@
 mod common;
 
 mod basic;
+mod efault;
 mod events;
 mod graduation;
 mod prefetch;

@@ -1,6 +1,7 @@
-//! Snapshot files that change underneath the daemon: a memory file or a data file truncated
-//! while the VMM runs. The bytes lost are a source error (retried, then fatal: the VMM is
-//! killed, exit 3), never a SIGBUS in the daemon and never a zero page in the VMM.
+//! Snapshot files that change underneath the daemon: a memory file truncated, or rewritten in
+//! place as `cp` over it does, or a data file truncated, while the VMM runs. A changed file is
+//! a source error (retried, then fatal: the VMM is killed, exit 3), never a SIGBUS in the
+//! daemon and never a zero or stale page in the VMM.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -61,7 +62,7 @@ fn memory_file_truncated(test: &str, extra: &[&str]) {
     assert_eq!(vmm.wait().unwrap().signal(), Some(libc::SIGKILL));
     expect_fatal(
         daemon,
-        &["EFAULT from UFFDIO_COPY", "was killed (--on-fatal kill)"],
+        &["changed since it was opened", "was killed (--on-fatal kill)"],
     );
 }
 
@@ -73,6 +74,36 @@ fn a_memory_file_truncated_underneath_gets_the_vmm_killed_never_sigbus() {
 #[test]
 fn a_memory_file_truncated_underneath_with_fault_around() {
     memory_file_truncated("truncated-fa", &["--fault-around", "16"]);
+}
+
+/// `cp` over the memory file while the VMM runs: truncated and written again to the same
+/// length (here with other bytes). The change is seen before any byte of the new file is
+/// served: the VMM is killed, never handed bytes of the wrong file (56 MiB of zeros, once).
+#[test]
+fn a_memory_file_copied_over_underneath_is_never_served() {
+    let dir = TestDir::new("copied-over");
+    let memory = dir.join("memory");
+    let model = model_image(SEED, 4 * MIB, PAGE);
+    std::fs::write(&memory, &model.bytes).unwrap();
+    let daemon = Daemon::start(&dir, &["--memory-file", path(&memory)]);
+    let vmm = start_vmm(&daemon, vec![4 * MIB], false);
+    assert_hashes(&vmm.hash(0, 16 * PAGE).unwrap(), &model, 0, 16 * PAGE);
+    // What cp does: open with O_TRUNC, write the new bytes; the timestamp set past the file
+    // system's clock granularity so that the rewrite is told apart from the original.
+    let other = model_image(SEED + 1, 4 * MIB, PAGE);
+    std::fs::write(&memory, &other.bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&memory)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(2))
+        .unwrap();
+    let touched = vmm.touch(Touch::read(2 * MIB, PAGE, 1));
+    assert!(
+        matches!(touched, Err(VmmError::Exited { .. })),
+        "a page of the changed file was served: {touched:?}"
+    );
+    expect_fatal(daemon, &["changed since it was opened", "was killed"]);
 }
 
 /// Graduation assembles a 2 MiB page over 4 KiB blocks in a buffer (a `pread` of each block):
