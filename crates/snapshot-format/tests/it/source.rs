@@ -269,7 +269,10 @@ fn a_file_rewritten_in_place_is_never_served() {
     let path = dir.join("memory");
     fs::write(&path, vec![0x11; 4 * PAGE as usize]).unwrap();
     let source = LayeredSource::open_memory_file(&path, PAGE).unwrap();
-    assert_eq!(source.chunk(0, PAGE).unwrap(), Chunk::Data(&[0x11; PAGE as usize]));
+    assert_eq!(
+        source.chunk(0, PAGE).unwrap(),
+        Chunk::Data(&[0x11; PAGE as usize])
+    );
     let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
     // A new modification time even within the file system's timestamp granularity.
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
@@ -277,7 +280,10 @@ fn a_file_rewritten_in_place_is_never_served() {
     file.set_modified(later).unwrap();
     let error = source.chunk(3 * PAGE, PAGE).unwrap_err();
     assert!(matches!(error, Error::FileChanged { .. }), "{error}");
-    assert!(error.to_string().contains("changed since it was opened"), "{error}");
+    assert!(
+        error.to_string().contains("changed since it was opened"),
+        "{error}"
+    );
 }
 
 /// A sparse memory file (Firecracker's diff snapshots are sparse): its holes are zero runs,

@@ -62,7 +62,10 @@ fn memory_file_truncated(test: &str, extra: &[&str]) {
     assert_eq!(vmm.wait().unwrap().signal(), Some(libc::SIGKILL));
     expect_fatal(
         daemon,
-        &["changed since it was opened", "was killed (--on-fatal kill)"],
+        &[
+            "changed since it was opened",
+            "was killed (--on-fatal kill)",
+        ],
     );
 }
 
