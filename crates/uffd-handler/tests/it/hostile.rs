@@ -225,7 +225,7 @@ fn control_connections_are_bounded_and_idle_ones_closed() {
             "--memory-file",
             path(&memory),
             "--control-idle-timeout",
-            "300ms",
+            "2s",
         ],
     );
     let control = dir.join("vmm.sock.control");
