@@ -18,10 +18,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+mod io;
 #[allow(unsafe_code)]
 pub mod mapping;
 pub mod threads;
 
+pub use io::{poll_in, send_with_fds};
 pub use mapping::{Mapping, Region};
 pub use threads::{BLOCKED, Pending, spawn};
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use page_tracker::{Access, PageState};
 use snapshot_format::Chunk;
-use uffd_core::{CopyMode, Status};
+use uffd_core::Status;
 
 use crate::metrics::Metrics;
 use crate::retry::jitter;
@@ -128,13 +128,8 @@ fn install_page(shared: &Shared, page: u64, buf: &mut [u8]) -> Result<Installed,
         if shared.tracker.state(page).ok() != Some(PageState::Missing) {
             return Ok(Installed::NotMissing);
         }
-        let mode = if shared.wp {
-            CopyMode::WP
-        } else {
-            CopyMode::empty()
-        };
         // Without DONTWAKE: a thread that faulted on the page meanwhile is woken by the COPY.
-        let outcome = installing.copy(dst, buf, mode);
+        let outcome = installing.copy(dst, buf, shared.copy_mode(Access::Read));
         drop(installing);
         match outcome.status {
             Status::Complete => {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, bounded};
 use page_tracker::{Access, PageRange, PageState, StateSet};
 use snapshot_format::Chunk;
-use uffd_core::{CopyMode, PageSize, Status, ZeropageMode};
+use uffd_core::Status;
 
 use crate::EngineExit;
 use crate::metrics::Metrics;
@@ -290,9 +290,10 @@ fn install_locked(
     }
     // One short install per gate hold, so reading events never waits long behind prefetch; the
     // rest of the run is the next call's. Zeros by COPY come from the engine's zero buffer.
-    let zero_page_ioctl = !shared.wp && shared.page_size == PageSize::Base4K;
     let cap = match fill {
-        Fill::Zeros if !zero_page_ioctl => GATE_PIECE_BYTES.min(shared.zeros.len() as u64),
+        Fill::Zeros if !shared.zeros_by_zeropage(Access::Read) => {
+            GATE_PIECE_BYTES.min(shared.zeros.len() as u64)
+        }
         _ => GATE_PIECE_BYTES,
     };
     let missing = missing.min((cap / bytes).max(1));
@@ -303,18 +304,13 @@ fn install_locked(
         skipped(shared, counters, missing);
         return first + missing;
     };
-    let len = (missing * bytes) as usize;
-    let mode = if shared.wp {
-        CopyMode::WP
-    } else {
-        CopyMode::empty()
-    };
     let outcome = match fill {
-        Fill::Data(data) => installing.copy(dst, &data[..len], mode),
-        // No ZEROPAGE under write protection: a write between it and a WRITEPROTECT would go
-        // unseen (known failure #16); hugetlbfs has no ZEROPAGE at all.
-        Fill::Zeros if zero_page_ioctl => installing.zeropage(dst, ZeropageMode::empty()),
-        Fill::Zeros => installing.copy(dst, &shared.zeros[..len], mode),
+        Fill::Data(data) => installing.copy(
+            dst,
+            &data[..(missing * bytes) as usize],
+            shared.copy_mode(Access::Read),
+        ),
+        Fill::Zeros => shared.install_zeros(&installing, dst, Access::Read),
     };
     let done = outcome.done / bytes;
     if done > 0 {

@@ -6,15 +6,12 @@ use std::time::Instant;
 
 use page_tracker::{Access, Claim, PageState, WriteMark};
 use snapshot_format::Chunk;
-use uffd_core::{
-    CopyMode, Errno, Outcome, PageSize, Range, Status, WriteProtectMode, ZeropageMode,
-};
+use uffd_core::{CopyMode, Errno, Outcome, Range, Status, WriteProtectMode};
 
 use crate::EngineExit;
 use crate::claim;
 use crate::fault::{Fault, FaultKind, Finish};
 use crate::hooks::hook;
-use crate::locks::Installing;
 use crate::metrics::Metrics;
 use crate::retry::Verdict;
 use crate::shared::Shared;
@@ -158,12 +155,12 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
     // Source bytes are copied without waking, and woken once the gate is released: a wake-up
     // inside the gate would keep every reader's read(2) waiting on it (half the throughput
     // of two faulting threads, measured).
-    let mode = copy_mode(shared, access) | CopyMode::DONTWAKE;
+    let mode = shared.copy_mode(access) | CopyMode::DONTWAKE;
     let from_mapping = matches!(bytes, Bytes::Source(_));
     let (outcome, from_source) = match bytes {
         Bytes::Source(src) => (installing.copy(dst, src, mode), true),
         Bytes::Assembled => (installing.copy(dst, &scratch.0, mode), true),
-        Bytes::Zero => (install_zero(shared, &installing, dst, access), false),
+        Bytes::Zero => (shared.install_zeros(&installing, dst, access), false),
         Bytes::None => {
             drop(installing);
             Metrics::add(&shared.metrics.already_present, 1);
@@ -273,33 +270,6 @@ fn all_missing(shared: &Shared, claim: &Claim<'_>) -> bool {
         .pages()
         .iter()
         .all(|p| shared.tracker.state(p).ok() == Some(PageState::Missing))
-}
-
-fn copy_mode(shared: &Shared, access: Access) -> CopyMode {
-    if shared.wp && access == Access::Read {
-        CopyMode::WP
-    } else {
-        CopyMode::empty()
-    }
-}
-
-/// One COPY of zeros with MODE_WP under dirty tracking (never ZEROPAGE then WRITEPROTECT:
-/// an EAGAIN between the two leaves a writable page); ZEROPAGE for a plain read; a COPY of
-/// zeros for a write (cheaper than ZEROPAGE plus the COW fault) and on hugetlbfs.
-fn install_zero(
-    shared: &Shared,
-    installing: &Installing<'_>,
-    dst: Range,
-    access: Access,
-) -> Outcome {
-    let zeros = &shared.zeros[..dst.len() as usize];
-    if shared.wp && access == Access::Read {
-        installing.copy(dst, zeros, CopyMode::WP)
-    } else if access == Access::Read && shared.page_size == PageSize::Base4K {
-        installing.zeropage(dst, ZeropageMode::empty())
-    } else {
-        installing.copy(dst, zeros, CopyMode::empty())
-    }
 }
 
 fn record(

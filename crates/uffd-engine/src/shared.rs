@@ -6,14 +6,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
+use page_tracker::Access;
 use page_tracker::PageTracker;
 use parking_lot::{Mutex, RwLock};
-use uffd_core::{PageSize, Range};
+use uffd_core::{CopyMode, Outcome, PageSize, Range, ZeropageMode};
 
 use crate::deferred::DeferredQueue;
 use crate::fault::{Fault, Finish};
 use crate::layout::GuestLayout;
-use crate::locks::Locks;
+use crate::locks::{Installing, Locks};
 use crate::metrics::Metrics;
 use crate::retry::RetryTable;
 use crate::source::PageSource;
@@ -110,6 +111,44 @@ impl Shared {
             reason,
             errors,
         }));
+    }
+
+    /// The COPY mode of an install for `access`: write-protected for a read under dirty
+    /// tracking, so the first write to the page is seen.
+    pub(crate) fn copy_mode(&self, access: Access) -> CopyMode {
+        if self.wp && access == Access::Read {
+            CopyMode::WP
+        } else {
+            CopyMode::empty()
+        }
+    }
+
+    /// Whether zeros for `access` go in by ZEROPAGE (no buffer, any length) rather than by a
+    /// COPY of the zero buffer (at most its length).
+    pub(crate) fn zeros_by_zeropage(&self, access: Access) -> bool {
+        !self.wp && access == Access::Read && self.page_size == PageSize::Base4K
+    }
+
+    /// Installs zeros at `dst`: one COPY of zeros with MODE_WP under dirty tracking (never
+    /// ZEROPAGE then WRITEPROTECT: a write in between would go unseen, known failure #16);
+    /// ZEROPAGE for a plain read; a COPY of zeros for a write (cheaper than ZEROPAGE plus the
+    /// COW fault) and on hugetlbfs, which has no ZEROPAGE. `dst` fits the zero buffer unless
+    /// [`Shared::zeros_by_zeropage`].
+    pub(crate) fn install_zeros(
+        &self,
+        installing: &Installing<'_>,
+        dst: Range,
+        access: Access,
+    ) -> Outcome {
+        if self.zeros_by_zeropage(access) {
+            installing.zeropage(dst, ZeropageMode::empty())
+        } else {
+            installing.copy(
+                dst,
+                &self.zeros[..dst.len() as usize],
+                self.copy_mode(access),
+            )
+        }
     }
 
     pub(crate) fn request_stop(&self) {

@@ -159,8 +159,8 @@ impl NextGeneration {
         let data = data_path(&self.dir, build);
         // Removed on every way out but success: a full disk must not keep a partial file
         // filling it, nor an orphan data file no header references.
-        let mut tmp = Leftover(Some(with_suffix(&data, ".tmp")));
-        let tmp_path = tmp.path().to_path_buf();
+        let tmp_path = with_suffix(&data, ".tmp");
+        let mut tmp = Leftover(Some(tmp_path.clone()));
         let header = {
             let file = File::create(&tmp_path)
                 .map_err(|source| io_error("creating", &tmp_path, source))?;
@@ -272,10 +272,6 @@ fn bytes_in(ranges: &[std::ops::Range<u64>]) -> u64 {
 struct Leftover(Option<PathBuf>);
 
 impl Leftover {
-    fn path(&self) -> &Path {
-        self.0.as_deref().unwrap_or(Path::new(""))
-    }
-
     /// Keeps the file: the write it belongs to succeeded.
     fn forget(&mut self) {
         self.0 = None;

@@ -69,14 +69,20 @@ pub(crate) struct PageCounts {
     pub zero: u64,
     /// Freed by the guest (balloon), not touched since.
     pub removed: u64,
-    /// With `--dirty-tracking`: written since restore (or the last snapshot). Absent without
-    /// it, where writes to installed pages are not seen.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dirty: Option<u64>,
-    /// Without `--dirty-tracking`: pages whose first touch was a write (installed writable).
-    /// Absent with it, where they count as dirty.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub installed_by_write: Option<u64>,
+    /// The pages the tracker holds as written, named for what that means.
+    #[serde(flatten)]
+    pub written: Written,
+}
+
+/// The tracker's written pages, by what is known of them: one JSON field or the other.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Written {
+    /// With `--dirty-tracking`: written since restore (or the last snapshot).
+    Dirty(u64),
+    /// Without it, writes to installed pages are not seen: only the pages whose first touch
+    /// was a write (installed writable) are known.
+    InstalledByWrite(u64),
 }
 
 impl PageCounts {
@@ -87,8 +93,11 @@ impl PageCounts {
             clean: c.clean,
             zero: c.zero,
             removed: c.removed,
-            dirty: dirty_tracking.then_some(c.dirty),
-            installed_by_write: (!dirty_tracking).then_some(c.dirty),
+            written: if dirty_tracking {
+                Written::Dirty(c.dirty)
+            } else {
+                Written::InstalledByWrite(c.dirty)
+            },
         }
     }
 }
@@ -206,9 +215,9 @@ impl Stats {
                 format!("{} / {} / {}", p.missing, p.clean, p.zero),
             )?;
             row(out, "pages removed", p.removed.to_string())?;
-            let (name, count) = match (p.dirty, p.installed_by_write) {
-                (Some(dirty), _) => ("pages dirty", dirty),
-                (None, written) => ("pages installed by a write", written.unwrap_or(0)),
+            let (name, count) = match p.written {
+                Written::Dirty(n) => ("pages dirty", n),
+                Written::InstalledByWrite(n) => ("pages installed by a write", n),
             };
             row(out, name, count.to_string())?;
         }

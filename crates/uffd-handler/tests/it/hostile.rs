@@ -1,12 +1,9 @@
 //! The daemon facing odd VMMs: a handshake whose userfaultfd never had `UFFDIO_API` (or is
 //! blocking), sent by a client of the test's own over the real socket.
 
-use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-
-use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
 use crate::common::{Daemon, MIB, PAGE, TIMEOUT, TestDir, exit_code, model_image};
 
@@ -17,17 +14,7 @@ fn path(p: &Path) -> &str {
 /// Sends `json` with `fd` attached (SCM_RIGHTS), as a VMM's handshake.
 fn send_handshake(socket: &Path, json: &str, fd: BorrowedFd<'_>) -> UnixStream {
     let stream = UnixStream::connect(socket).expect("connect to the daemon");
-    let fds = [fd];
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
-    rustix::net::sendmsg(
-        &stream,
-        &[IoSlice::new(json.as_bytes())],
-        &mut control,
-        SendFlags::empty(),
-    )
-    .expect("sendmsg");
+    test_support::send_with_fds(&stream, json.as_bytes(), &[fd]).expect("sendmsg");
     stream
 }
 

@@ -6,18 +6,14 @@
 //! The protocol test files include this with `#[path]`. Cargo also builds it as a test binary of
 //! its own, with no tests: tests here would run inside every including binary, and fd-counting
 //! tests need a binary where nothing else opens fds.
-#![allow(dead_code, unreachable_pub, unused_imports)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::fs;
-use std::io::{self, IoSlice};
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io::{self};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustix::io::Errno;
-use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
 use uffd_core::{Features, UffdBuilder};
 
 /// 4 KiB.
@@ -86,23 +82,7 @@ pub fn payload(regions: &[Region], page_size: u64, generation: Generation) -> St
     format!("[{}]", objects.join(","))
 }
 
-/// Sends `bytes` with `fds` attached as SCM_RIGHTS in one `sendmsg`, as Firecracker does.
-/// A stream socket carries fds only with at least one data byte.
-pub fn send(stream: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() {
-        assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
-    }
-    let sent = sendmsg(
-        stream,
-        &[IoSlice::new(bytes)],
-        &mut control,
-        SendFlags::empty(),
-    )?;
-    assert_eq!(sent, bytes.len(), "short send");
-    Ok(())
-}
+pub use test_support::send_with_fds as send;
 
 /// A userfaultfd created as Firecracker creates it: non-blocking, close-on-exec, kernel faults
 /// included, feature `EVENT_REMOVE` only.

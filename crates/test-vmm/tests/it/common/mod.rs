@@ -1,22 +1,20 @@
 //! Shared by the test VMM's tests: a temporary socket, the handler's side of the handshake
 //! (recvmsg with SCM_RIGHTS), a minimal fault-serving handler over a known image, and a byte
 //! model of the guest memory.
-#![allow(dead_code, unreachable_pub, unused_imports)]
+#![allow(dead_code, unreachable_pub)]
 
 mod handler;
 
-use std::io::{IoSliceMut, Write};
+use std::io::IoSliceMut;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::event::PollFlags;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
 use serde::Deserialize;
-use test_vmm::{BLOCK, VmmConfig, VmmProcess, block_hash, kvm_block_sum, kvm_word, touch_word};
+use test_vmm::{VmmConfig, VmmProcess, touch_word};
 
 pub use handler::TestHandler;
 
@@ -66,18 +64,7 @@ pub struct Handshake {
     pub regions: Vec<WireRegion>,
 }
 
-/// Whether `fd` polls readable (or hung up) within `timeout`; the events seen.
-pub fn poll_in(fd: impl AsFd, timeout: Duration) -> PollFlags {
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-    let timeout = Timespec::try_from(timeout).expect("timeout");
-    loop {
-        match rustix::event::poll(&mut fds, Some(&timeout)) {
-            Ok(_) => return fds[0].revents(),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => panic!("poll: {e}"),
-        }
-    }
-}
+pub use test_support::poll_in;
 
 /// Accepts the vmm's connection and receives its one message (JSON and fds), as the handler
 /// does: a large buffer, room for two fds, MSG_CMSG_CLOEXEC.

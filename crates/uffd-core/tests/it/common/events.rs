@@ -22,18 +22,7 @@ pub(crate) fn readable(fd: impl AsFd, timeout: Duration) -> bool {
     }
 }
 
-/// The poll events `fd` reports within `timeout` when asked for input (empty if none).
-pub(crate) fn poll_in(fd: impl AsFd, timeout: Duration) -> PollFlags {
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-    let timeout = Timespec::try_from(timeout).expect("timeout");
-    loop {
-        match rustix::event::poll(&mut fds, Some(&timeout)) {
-            Ok(_) => return fds[0].revents(),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => panic!("poll: {e}"),
-        }
-    }
-}
+pub(crate) use test_support::poll_in;
 
 /// Waits (at most [`TIMEOUT`]) until `uffd` has something to read, then reads one batch.
 pub(crate) fn read_batch(uffd: &Uffd, buf: &mut EventBuffer) -> Vec<Event> {
