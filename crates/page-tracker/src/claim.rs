@@ -271,6 +271,70 @@ impl<'a> Claim<'a> {
 
     /// Releases the claim (the same as dropping it).
     pub fn release(self) {}
+
+    /// Detaches the claim from its borrow of the tracker, to hand it to another thread (a
+    /// fault parked while its bytes are fetched). The pages stay claimed until
+    /// [`PageTracker::reattach`] gives the claim back and it is dropped.
+    pub fn detach(self) -> DetachedClaim {
+        let detached = DetachedClaim {
+            tracker: tracker_id(self.tracker),
+            pages: self.pages,
+        };
+        std::mem::forget(self);
+        detached
+    }
+}
+
+/// A claim that left its tracker's borrow ([`Claim::detach`]): it holds its pages until it
+/// is reattached to the same tracker. Dropping one without reattaching leaves the pages
+/// claimed for good (every later attempt on them would be deferred forever), which the debug
+/// build asserts on.
+#[derive(Debug)]
+#[must_use = "a detached claim holds its pages until it is reattached"]
+pub struct DetachedClaim {
+    tracker: usize,
+    pages: PageRange,
+}
+
+impl DetachedClaim {
+    /// The claimed pages.
+    pub fn pages(&self) -> PageRange {
+        self.pages
+    }
+}
+
+impl Drop for DetachedClaim {
+    fn drop(&mut self) {
+        debug_assert!(
+            std::thread::panicking(),
+            "the detached claim on pages {:?} was dropped without being reattached",
+            self.pages
+        );
+    }
+}
+
+/// A tracker's identity: its address, stable while any claim on it lives (a claim borrows it).
+fn tracker_id(tracker: &PageTracker) -> usize {
+    std::ptr::from_ref(tracker) as usize
+}
+
+impl PageTracker {
+    /// Takes back a claim [`Claim::detach`]ed from this tracker. A claim from another tracker
+    /// is handed back unchanged as the error.
+    pub fn reattach(
+        &self,
+        detached: DetachedClaim,
+    ) -> std::result::Result<Claim<'_>, DetachedClaim> {
+        if detached.tracker != tracker_id(self) {
+            return Err(detached);
+        }
+        let claim = Claim {
+            tracker: self,
+            pages: detached.pages,
+        };
+        std::mem::forget(detached);
+        Ok(claim)
+    }
 }
 
 impl Drop for Claim<'_> {

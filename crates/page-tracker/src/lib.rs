@@ -10,7 +10,7 @@ mod state;
 mod tracker;
 mod words;
 
-pub use claim::Claim;
+pub use claim::{Claim, DetachedClaim};
 pub use error::{Error, Result};
 pub use geometry::{Geometry, PageRange, PageSize};
 pub use runs::Runs;

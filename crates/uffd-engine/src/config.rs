@@ -34,6 +34,14 @@ pub struct EngineConfig {
     /// Pages per prefetch COPY (at most; capped at 2 MiB, so demand faults on a page inside a
     /// chunk in flight wait for one 2 MiB copy at most).
     pub prefetch_chunk_pages: u64,
+    /// Fetcher threads: they read the bytes of faults whose bytes are not resident (page
+    /// cache misses), so no read from storage blocks a thread that reads the uffd. Each
+    /// stalled read holds one fetcher until it returns.
+    pub fetchers: usize,
+    /// How long a fetch may take before its fault is treated as a source failure: the page is
+    /// woken after the backoff and fetched again (a retry cycle). A read that returns later is
+    /// dropped.
+    pub read_deadline: Duration,
     /// Record the order in which demand faults first install pages (the working set), to
     /// replay as the prefetch order of the next restore.
     pub record_working_set: bool,
@@ -54,6 +62,8 @@ impl Default for EngineConfig {
             defer_pacing: Duration::from_micros(200),
             prefetch_workers: 2,
             prefetch_chunk_pages: 512,
+            fetchers: 4,
+            read_deadline: Duration::from_secs(2),
             record_working_set: false,
             #[cfg(feature = "test-hooks")]
             hook: None,
@@ -73,6 +83,8 @@ impl std::fmt::Debug for EngineConfig {
             .field("defer_pacing", &self.defer_pacing)
             .field("prefetch_workers", &self.prefetch_workers)
             .field("prefetch_chunk_pages", &self.prefetch_chunk_pages)
+            .field("fetchers", &self.fetchers)
+            .field("read_deadline", &self.read_deadline)
             .field("record_working_set", &self.record_working_set)
             .finish()
     }

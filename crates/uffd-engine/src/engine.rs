@@ -12,6 +12,7 @@ use page_tracker::{Geometry, PageTracker};
 use parking_lot::{Mutex, RwLock};
 use uffd_core::{Range, RegisterMode, Uffd, WriteProtectMode};
 
+use crate::fetch::{self, FetchQueue};
 use crate::graduate;
 use crate::layout::GuestLayout;
 use crate::locks::{Exclusive, Locks};
@@ -106,6 +107,14 @@ impl Engine {
                     errno,
                 }
             })?;
+        let kick_fd = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )
+        .map_err(|errno| EngineError::Os {
+            what: "eventfd",
+            errno,
+        })?;
         let (exit_tx, exits) = bounded(1);
         let shared = Arc::new(Shared {
             locks: Locks::new(uffd),
@@ -122,12 +131,20 @@ impl Engine {
             retrying: AtomicUsize::new(0),
             metrics: metrics::Metrics::default(),
             stop_fd,
+            kick_fd,
+            fetch: FetchQueue::default(),
             demand_active: AtomicUsize::new(0),
             exit_tx,
             exit_sent: AtomicBool::new(false),
             working_set: Mutex::default(),
             config,
         });
+        // Not joined: a fetcher inside a stalled read exits when the read returns.
+        let _fetchers =
+            fetch::start(&shared, shared.config.fetchers).map_err(|e| EngineError::Os {
+                what: "spawning a fetcher thread",
+                errno: rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::AGAIN),
+            })?;
         let readers = (0..shared.config.readers.max(1))
             .map(|i| {
                 let shared = shared.clone();
@@ -171,7 +188,11 @@ impl Engine {
                             .unwrap_or(rustix::io::Errno::AGAIN),
                     })
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .inspect_err(|_| {
+                shared.request_stop();
+                fetch::stop(&shared);
+            })?;
         Ok(Engine {
             shared,
             readers,
@@ -321,6 +342,7 @@ impl Engine {
         for reader in self.readers.drain(..) {
             let _ = reader.join();
         }
+        fetch::stop(&self.shared);
         reader::wake_all_deferred(&self.shared);
     }
 

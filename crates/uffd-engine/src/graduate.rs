@@ -11,13 +11,12 @@
 use std::time::{Duration, Instant};
 
 use page_tracker::{Access, PageState};
-use snapshot_format::Chunk;
 use uffd_core::Status;
 
 use crate::metrics::Metrics;
 use crate::retry::jitter;
 use crate::shared::Shared;
-use crate::source::{PageSource, SourceError};
+use crate::source::{Extent, PageSource, SourceError};
 use crate::{EngineError, EngineExit};
 
 /// How long graduation waits for a page another attempt (a demand fault, the retry of a failed
@@ -172,14 +171,14 @@ fn is_hole(source: &dyn PageSource, offset: u64, len: u64) -> Result<bool, Sourc
     let end = offset + len;
     let mut at = offset;
     while at < end {
-        match source.chunk(at, end - at)? {
-            Chunk::Zero(n) if n > 0 => at += n,
-            Chunk::Zero(_) => {
+        match source.extent(at, end - at)? {
+            Extent::Zero(n) if n > 0 => at += n,
+            Extent::Zero(_) => {
                 return Err(SourceError(format!(
-                    "source returned an empty piece at {at:#x}"
+                    "source returned an empty extent at {at:#x}"
                 )));
             }
-            Chunk::Data(_) => return Ok(false),
+            Extent::Data(_) => return Ok(false),
         }
     }
     Ok(true)

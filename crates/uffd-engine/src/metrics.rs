@@ -28,6 +28,9 @@ pub(crate) struct Metrics {
     pub(crate) prefetch_deferred: AtomicU64,
     pub(crate) prefetch_bytes: AtomicU64,
     pub(crate) prefetch_zero_pages: AtomicU64,
+    pub(crate) parked: AtomicU64,
+    pub(crate) read_timeouts: AtomicU64,
+    pub(crate) late_reads: AtomicU64,
     /// Sum of the service latencies, in nanoseconds.
     stall_ns: AtomicU64,
     latency: Box<[AtomicU64]>,
@@ -55,6 +58,9 @@ impl Default for Metrics {
             prefetch_deferred: zero(),
             prefetch_bytes: zero(),
             prefetch_zero_pages: zero(),
+            parked: zero(),
+            read_timeouts: zero(),
+            late_reads: zero(),
             stall_ns: zero(),
             latency: (0..BUCKETS).map(|_| zero()).collect(),
         }
@@ -131,6 +137,9 @@ impl Metrics {
             prefetch_deferred: get(&self.prefetch_deferred),
             prefetch_bytes: get(&self.prefetch_bytes),
             prefetch_zero_pages: get(&self.prefetch_zero_pages),
+            parked: get(&self.parked),
+            read_timeouts: get(&self.read_timeouts),
+            late_reads: get(&self.late_reads),
             stall_time: Duration::from_nanos(get(&self.stall_ns)),
             latency_samples: total,
             latency_p50: quantile(0.50),
@@ -180,6 +189,13 @@ pub struct MetricsSnapshot {
     pub prefetch_bytes: u64,
     /// Hole pages prefetch installed as zero pages.
     pub prefetch_zero_pages: u64,
+    /// Faults whose bytes were not resident, parked for a fetcher thread while the reader
+    /// went on.
+    pub parked: u64,
+    /// Reads that outlived the read deadline: each a source failure (a retry cycle).
+    pub read_timeouts: u64,
+    /// Reads that completed after their deadline had passed; their bytes were dropped.
+    pub late_reads: u64,
     /// vCPU stall time: the sum of every fault's service latency, how long the guest's
     /// threads waited on the handler in all (a fault's wait in the kernel's queue before it
     /// is read is not included).

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, bounded};
 use page_tracker::{Access, PageRange, PageState, StateSet};
-use snapshot_format::Chunk;
 use uffd_core::Status;
 
 use crate::EngineExit;
 use crate::metrics::Metrics;
 use crate::shared::Shared;
+use crate::source::Extent;
 use crate::throttle::Throttle;
 
 /// What a prefetch did.
@@ -165,6 +165,8 @@ fn chunk_pages(shared: &Shared) -> u64 {
 }
 
 fn worker(shared: &Shared, jobs: &Receiver<PageRange>, stop: &AtomicBool, counters: &Counters) {
+    let mut buf =
+        vec![0u8; (chunk_pages(shared).next_power_of_two() * shared.page_bytes()) as usize];
     for job in jobs {
         if stop.load(Ordering::Acquire) || shared.is_stopping() {
             stop.store(true, Ordering::Release);
@@ -173,24 +175,28 @@ fn worker(shared: &Shared, jobs: &Receiver<PageRange>, stop: &AtomicBool, counte
         let mut page = job.start();
         while page < job.end() && !stop.load(Ordering::Acquire) {
             yield_to_demand(shared);
-            page = install_from(shared, page, job.end(), counters);
+            page = install_from(shared, page, job.end(), counters, &mut buf);
         }
     }
 }
 
-/// Demand faults go first: while a reader serves a batch, let it have the CPU.
+/// Demand faults go first: while a reader serves a batch, let it have the CPU; while faults
+/// wait for a free fetcher, storage is saturated, so hold off until they have one.
 fn yield_to_demand(shared: &Shared) {
     for _ in 0..64 {
         if shared.demand_active.load(Ordering::Acquire) == 0 {
-            return;
+            break;
         }
         std::thread::yield_now();
+    }
+    while shared.fetch.backlog() > 0 && !shared.is_stopping() {
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
 /// Installs the Missing run starting at `page` (inside `[page, end)`) as far as one source
 /// piece reaches; returns the next page to look at.
-fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u64 {
+fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters, buf: &mut [u8]) -> u64 {
     let bytes = shared.page_bytes();
     let window = chunk_pages(shared).next_power_of_two();
     let Ok(Some(mut claim)) = shared
@@ -212,37 +218,32 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters) -> u6
     let mut claim = crate::claim::clip_to_region(shared, claim, page);
     let first = claim.pages().start();
     let pages = claim.pages().len();
-    let piece = match shared.source.chunk(first * bytes, pages * bytes) {
-        Ok(piece) => piece,
+    let extent = match shared.source.extent(first * bytes, pages * bytes) {
+        Ok(extent) => extent,
         Err(e) => {
-            // Demand faults retry source failures; prefetch just leaves the pages Missing.
-            tracing::debug!(first, %e, "prefetch source read failed; pages left to demand");
+            tracing::debug!(first, %e, "prefetch source lookup failed; pages left to demand");
             skipped(shared, counters, pages);
             return first + pages;
         }
     };
-    let fill = match piece {
-        Chunk::Zero(n) if n >= bytes => {
-            // A hole: installed as zero pages in bulk, so no demand fault comes for it later.
-            let run = (n / bytes).min(pages);
-            if run < pages {
-                let _later = claim.split_off(first + run);
-            }
-            Fill::Zeros
-        }
-        Chunk::Data(d) if d.len() as u64 >= bytes => {
-            let d = &d[..(d.len() as u64 / bytes * bytes) as usize];
-            let data_pages = d.len() as u64 / bytes;
-            if data_pages < pages {
-                let _later = claim.split_off(first + data_pages);
-            }
-            Fill::Data(d)
-        }
+    // Runs shorter than a page (tiny source blocks) are read with the data around them.
+    let run = (extent.len() / bytes).clamp(1, pages);
+    if run < pages {
+        let _later = claim.split_off(first + run);
+    }
+    let fill = match extent {
+        // A hole: installed as zero pages in bulk, so no demand fault comes for it later.
+        Extent::Zero(n) if n >= bytes => Fill::Zeros,
         _ => {
-            // A piece shorter than a page (tiny source blocks): demand faults and graduation's
-            // sweep assemble those.
-            skipped(shared, counters, 1);
-            return first + 1;
+            let data = &mut buf[..(run * bytes) as usize];
+            // Outside every lock: a slow read holds up this worker only.
+            if let Err(e) = shared.source.read_into(first * bytes, data) {
+                // Demand faults retry source failures; prefetch leaves the pages Missing.
+                tracing::debug!(first, %e, "prefetch source read failed; pages left to demand");
+                skipped(shared, counters, run);
+                return first + run;
+            }
+            Fill::Data(data)
         }
     };
     install_locked(shared, claim, end, fill, counters)

@@ -20,7 +20,7 @@ use crate::throttle::Throttle;
 
 pub(crate) fn run(shared: Arc<Shared>) {
     let mut batch = EventBuffer::new(shared.config.event_batch);
-    let mut scratch = Scratch::new(shared.page_bytes());
+    let mut scratch = Scratch::new(shared.window_bytes());
     let mut faults: Vec<Fault> = Vec::with_capacity(shared.config.event_batch);
     let mut removes: Vec<(u64, u64)> = Vec::new();
     let mut due: Vec<Due> = Vec::new();
@@ -78,8 +78,14 @@ fn wait_readable(shared: &Shared) {
     let mut fds = [
         PollFd::new(&uffd, PollFlags::IN),
         PollFd::new(&shared.stop_fd, PollFlags::IN),
+        PollFd::new(&shared.kick_fd, PollFlags::IN),
     ];
     let _ = rustix::event::poll(&mut fds, timeout.as_ref());
+    if fds[2].revents().contains(PollFlags::IN) {
+        // Non-blocking: another reader may have drained it first.
+        let mut count = [0u8; 8];
+        let _ = rustix::io::read(&shared.kick_fd, &mut count);
+    }
 }
 
 fn classify(shared: &Shared, event: Event, faults: &mut Vec<Fault>, removes: &mut Vec<(u64, u64)>) {

@@ -12,7 +12,9 @@ pub struct RetryPolicy {
     /// Failed cycles a page may have before the engine gives up: it reports
     /// [`EngineExit::Fatal`](crate::EngineExit::Fatal) and wakes the faulting threads.
     pub max_cycles: u32,
-    /// Wait after a failure before waking the faulting threads.
+    /// Wait after a page's first failure before waking its faulting threads; it doubles with
+    /// each further failed cycle of the page (up to 64 times), so a storage outage is waited
+    /// out with few reads rather than hammered.
     pub backoff: Duration,
     /// Up to this much is added to each backoff, at random, so pages do not retry in lockstep.
     pub jitter: Duration,
@@ -58,7 +60,8 @@ impl RetryTable {
             let errors = self.pages.remove(&page).unwrap_or_default();
             return Verdict::GiveUp(errors);
         }
-        Verdict::RetryAt(now + policy.backoff + jitter(policy.jitter))
+        let doubling = (errors.len() as u32 - 1).min(6);
+        Verdict::RetryAt(now + policy.backoff * (1 << doubling) + jitter(policy.jitter))
     }
 
     /// Clears the page's retry state after a successful install.
@@ -112,7 +115,8 @@ mod tests {
         );
         assert_eq!(
             t.failed(7, "b".into(), &policy, now),
-            Verdict::RetryAt(now + policy.backoff)
+            Verdict::RetryAt(now + policy.backoff * 2),
+            "the backoff doubles per failed cycle"
         );
         assert_eq!(t.cycles(7), 2);
         assert_eq!(

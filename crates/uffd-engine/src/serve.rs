@@ -1,37 +1,38 @@
-//! One fault, start to finish, following the install policy: claim, fetch outside the lock,
-//! take the settle read lock, read the state again, install with one ioctl, record, release.
+//! One fault, start to finish, following the install policy: claim, read the bytes outside
+//! every lock (or park the fault for a fetcher when they are not resident), take the settle
+//! read lock, read the state again, install with one ioctl, record, release.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use page_tracker::{Access, Claim, PageState, WriteMark};
-use snapshot_format::Chunk;
-use uffd_core::{CopyMode, Errno, Outcome, Range, Status, WriteProtectMode};
+use uffd_core::{CopyMode, Outcome, Range, Status, WriteProtectMode};
 
 use crate::EngineExit;
 use crate::claim;
 use crate::fault::{Fault, FaultKind, Finish};
+use crate::fetch::{self, Parked};
 use crate::hooks::hook;
 use crate::metrics::Metrics;
 use crate::retry::Verdict;
 use crate::shared::Shared;
+use crate::source::Extent;
 use crate::throttle::Throttle;
 
-/// A buffer for pages whose bytes span several source pieces.
+/// A reader's buffer for the bytes of one claim: one fault-around window, or one page.
 pub(crate) struct Scratch(Vec<u8>);
 
 impl Scratch {
-    pub(crate) fn new(page_bytes: u64) -> Self {
-        Scratch(vec![0; page_bytes as usize])
+    pub(crate) fn new(window_bytes: usize) -> Self {
+        Scratch(vec![0; window_bytes])
     }
 }
 
-/// Where the bytes of a claim come from.
-enum Bytes<'a> {
-    /// Slice of the source, as long as the claim.
-    Source(&'a [u8]),
-    /// The claim's single page, assembled in the scratch buffer.
-    Assembled,
+/// What a claim's pages get.
+pub(crate) enum Bytes<'a> {
+    /// Bytes read from the source, as long as the claim (the faulting page's alone after a
+    /// narrowing).
+    Data(&'a [u8]),
     /// Zeros (a hole in the snapshot, or a removed page).
     Zero,
     /// Nothing to install: the page is already there.
@@ -55,11 +56,16 @@ pub(crate) fn serve(shared: &Shared, fault: Fault, scratch: &mut Scratch) {
         return;
     };
     let page = offset / shared.page_bytes();
-    match fault.kind() {
-        FaultKind::WriteProtect => serve_wp(shared, fault, page),
-        FaultKind::Read | FaultKind::Write => serve_missing(shared, fault, page, scratch),
+    let served = match fault.kind() {
+        FaultKind::WriteProtect => {
+            serve_wp(shared, fault, page);
+            true
+        }
+        FaultKind::Read | FaultKind::Write => serve_missing(shared, fault, page, scratch, started),
+    };
+    if served {
+        shared.metrics.record_latency(started.elapsed());
     }
-    shared.metrics.record_latency(started.elapsed());
 }
 
 fn access(kind: FaultKind) -> Access {
@@ -69,12 +75,20 @@ fn access(kind: FaultKind) -> Access {
     }
 }
 
-fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch) {
+/// Serves a missing-page fault; `false` when it was parked for a fetcher, which records its
+/// latency when it ends.
+fn serve_missing(
+    shared: &Shared,
+    fault: Fault,
+    page: u64,
+    scratch: &mut Scratch,
+    read_at: Instant,
+) -> bool {
     let Some(mut claim) = claim::for_fault(shared, fault.kind(), page) else {
         // Another attempt holds the page; it ends in an install or a wake, but retry this one
         // after it, in case the page is zapped again in between.
         shared.defer(fault);
-        return;
+        return true;
     };
     // Checked with the claim held: a failing attempt schedules its wake before it releases
     // the claim, so this sees it, and no second attempt starts before the backoff ends.
@@ -83,43 +97,69 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
     {
         // A source failure's backoff is running for this page; its wake serves this waiter.
         fault.finish(Finish::WakeScheduled);
-        return;
+        return true;
     }
     let page_bytes = shared.page_bytes();
-    // Fetch outside the lock: a slow source never holds up a REMOVE batch.
+    // Read outside every lock: a slow source never holds up a REMOVE batch.
     let state = shared.tracker.state(page).unwrap_or(PageState::Missing);
-    let mut bytes = match state {
+    let bytes = match state {
         PageState::Missing => {
             let pages = claim.pages();
-            match shared
-                .source
-                .chunk(pages.start() * page_bytes, pages.len() * page_bytes)
-            {
-                Ok(Chunk::Data(d)) if d.len() as u64 == pages.len() * page_bytes => {
-                    Bytes::Source(d)
-                }
-                Ok(Chunk::Zero(n)) if n >= pages.len() * page_bytes => {
+            let (offset, len) = (pages.start() * page_bytes, pages.len() * page_bytes);
+            match shared.source.extent(offset, len) {
+                Ok(Extent::Zero(n)) if n >= len => {
                     // A hole: zeros come from a buffer that holds one fault-around window of
                     // base pages (one page on hugetlbfs); a longer run serves the page alone.
-                    if pages.len() * page_bytes > shared.zeros.len() as u64 {
+                    if len > shared.zeros.len() as u64 {
                         claim = claim::narrow(claim, page);
                     }
                     Bytes::Zero
                 }
                 Ok(_) => {
-                    // The run crosses source pieces: serve the faulting page alone.
-                    claim = claim::narrow(claim, page);
-                    match shared.source.read_into(page * page_bytes, &mut scratch.0) {
-                        Ok(()) => Bytes::Assembled,
-                        Err(e) => return source_failed(shared, fault, page, e.0),
+                    let buf = &mut scratch.0[..len as usize];
+                    match shared.source.read_resident(offset, buf) {
+                        Ok(true) => Bytes::Data(buf),
+                        Ok(false) => {
+                            // Not resident: a fetcher reads it, and this reader goes on.
+                            let parked = Parked {
+                                fault,
+                                claim: claim.detach(),
+                                page,
+                                read_at,
+                            };
+                            fetch::park(shared, parked, offset, len as usize);
+                            return false;
+                        }
+                        Err(e) => {
+                            source_failed(shared, fault, page, e.0);
+                            return true;
+                        }
                     }
                 }
-                Err(e) => return source_failed(shared, fault, page, e.0),
+                Err(e) => {
+                    source_failed(shared, fault, page, e.0);
+                    return true;
+                }
             }
         }
         PageState::Removed | PageState::Zero | PageState::Dirty => Bytes::Zero,
         PageState::Clean => Bytes::None,
     };
+    install(shared, fault, claim, bytes, page);
+    true
+}
+
+/// Installs `bytes` for the claim of `fault` (on image page `page`) and ends the fault: the
+/// states are checked again under the settle lock and once more under the read gate, since
+/// a REMOVE may have been read while the bytes were read.
+pub(crate) fn install(
+    shared: &Shared,
+    fault: Fault,
+    mut claim: Claim<'_>,
+    mut bytes: Bytes<'_>,
+    page: u64,
+) {
+    let page_bytes = shared.page_bytes();
     hook(
         shared,
         crate::hooks::HookPoint::BeforeBarrier,
@@ -156,10 +196,8 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
     // inside the gate would keep every reader's read(2) waiting on it (half the throughput
     // of two faulting threads, measured).
     let mode = shared.copy_mode(access) | CopyMode::DONTWAKE;
-    let from_mapping = matches!(bytes, Bytes::Source(_));
     let (outcome, from_source) = match bytes {
-        Bytes::Source(src) => (installing.copy(dst, src, mode), true),
-        Bytes::Assembled => (installing.copy(dst, &scratch.0, mode), true),
+        Bytes::Data(src) => (installing.copy(dst, src, mode), true),
         Bytes::Zero => (shared.install_zeros(&installing, dst, access), false),
         Bytes::None => {
             drop(installing);
@@ -198,25 +236,6 @@ fn serve_missing(shared: &Shared, fault: Fault, page: u64, scratch: &mut Scratch
         claim = rest;
     }
     drop(settled);
-    if from_mapping && matches!(outcome.status, Status::Other(e) if e == Errno::FAULT) {
-        // The kernel could not read the source slice: its file lost those bytes (truncated)
-        // or its storage failed under the read. A source error, not a fatal one; handled with
-        // the claim still held, so no second attempt starts before its backoff is scheduled.
-        if fault_served {
-            // The faulting page made it; the rest of the window stays Missing for later.
-            drop(claim);
-            fault.finish(Finish::Installed);
-        } else {
-            let error = format!(
-                "the kernel could not read the snapshot's bytes at image offset {:#x} (EFAULT \
-                 from UFFDIO_COPY): the data file lost them (truncated?) or its storage failed",
-                page * page_bytes
-            );
-            source_failed(shared, fault, page, error);
-            drop(claim);
-        }
-        return;
-    }
     drop(claim);
     match outcome.status {
         Status::Complete => fault.finish(Finish::Installed),
@@ -251,9 +270,9 @@ fn fit<'t, 'b>(
                 // A REMOVE landed in the window since the claim: keep only the faulting page.
                 let start = claim.pages().start();
                 claim = claim::narrow(claim, page);
-                if let Bytes::Source(d) = bytes {
+                if let Bytes::Data(d) = bytes {
                     let at = ((page - start) * page_bytes) as usize;
-                    return (claim, Bytes::Source(&d[at..at + page_bytes as usize]));
+                    return (claim, Bytes::Data(&d[at..at + page_bytes as usize]));
                 }
             }
             (claim, bytes)
@@ -345,7 +364,7 @@ fn serve_wp(shared: &Shared, fault: Fault, page: u64) {
     }
 }
 
-fn source_failed(shared: &Shared, fault: Fault, page: u64, error: String) {
+pub(crate) fn source_failed(shared: &Shared, fault: Fault, page: u64, error: String) {
     let page_offset = page * shared.page_bytes();
     let verdict = {
         let mut retries = shared.retries.lock();

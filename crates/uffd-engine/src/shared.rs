@@ -13,6 +13,7 @@ use uffd_core::{CopyMode, Outcome, PageSize, Range, ZeropageMode};
 
 use crate::deferred::DeferredQueue;
 use crate::fault::{Fault, Finish};
+use crate::fetch::FetchQueue;
 use crate::layout::GuestLayout;
 use crate::locks::{Installing, Locks};
 use crate::metrics::Metrics;
@@ -42,6 +43,11 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// An eventfd written once on stop; never drained, so every reader sees it.
     pub(crate) stop_fd: OwnedFd,
+    /// An eventfd other threads write after queueing a deferred entry, so the readers
+    /// recompute their poll timeout (a reader polls with the earliest due time it saw).
+    pub(crate) kick_fd: OwnedFd,
+    /// Faults parked for the fetchers.
+    pub(crate) fetch: FetchQueue,
     /// Faults being served right now; prefetch yields while it is non-zero.
     pub(crate) demand_active: AtomicUsize,
     pub(crate) exit_tx: Sender<EngineExit>,
@@ -53,6 +59,11 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn page_bytes(&self) -> u64 {
         self.page_size.bytes()
+    }
+
+    /// The bytes of one claim at most: a fault-around window, or one page.
+    pub(crate) fn window_bytes(&self) -> usize {
+        (self.page_bytes() * self.config.fault_around_pages.max(1)) as usize
     }
 
     /// The image offset of a host address, if the layout covers it.
@@ -154,6 +165,11 @@ impl Shared {
     pub(crate) fn request_stop(&self) {
         self.stopping.store(true, Ordering::Release);
         let _ = rustix::io::write(&self.stop_fd, &1u64.to_ne_bytes());
+    }
+
+    /// Wakes the readers' polls (a deferred entry was queued by another thread).
+    pub(crate) fn kick_readers(&self) {
+        let _ = rustix::io::write(&self.kick_fd, &1u64.to_ne_bytes());
     }
 
     pub(crate) fn is_stopping(&self) -> bool {

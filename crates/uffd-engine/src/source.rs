@@ -1,7 +1,7 @@
 //! Where page bytes come from: the layered snapshot source, a plain memory file, or anything
 //! implementing [`PageSource`].
 
-use snapshot_format::{Chunk, LayeredSource};
+use snapshot_format::LayeredSource;
 
 /// Why a source could not produce bytes. The engine retries these (see the retry policy), so
 /// a transient storage error costs a backoff, not the VM.
@@ -9,30 +9,57 @@ use snapshot_format::{Chunk, LayeredSource};
 #[error("{0}")]
 pub struct SourceError(pub String);
 
+/// What the image holds from an offset on, as far as one kind of content reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extent {
+    /// This many bytes of data: they must be read.
+    Data(u64),
+    /// This many bytes that read as zero (a hole in the snapshot): nothing to read.
+    Zero(u64),
+}
+
+impl Extent {
+    /// The extent's length in bytes.
+    pub fn len(self) -> u64 {
+        match self {
+            Extent::Data(n) | Extent::Zero(n) => n,
+        }
+    }
+
+    /// True for an empty extent (a source never returns one).
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Bytes of the guest's memory image, addressed by image offset.
 ///
-/// `chunk` is on the fault path: it returns the longest single piece starting at `offset`
-/// (at most `max_len` bytes) without allocating, either a slice to copy from or a zero run.
-/// A range crossing pieces takes several calls.
+/// The engine reads bytes into its own buffers, outside every lock, and hands the kernel only
+/// those buffers: a `UFFDIO_COPY` never reads a file, so storage that fails or stalls under a
+/// read costs a retry of that read, never a stalled install or a SIGBUS.
 pub trait PageSource: Send + Sync {
     /// The image size in bytes.
     fn size(&self) -> u64;
 
-    /// The piece of the image starting at `offset`, at most `max_len` bytes, never empty.
-    ///
-    /// The engine hands `Data` slices to the kernel only (a `UFFDIO_COPY` source), never reads
-    /// them itself: a slice of a file mapping whose file lost those bytes makes the COPY fail
-    /// with EFAULT, which the engine retries as a source error.
-    fn chunk(&self, offset: u64, max_len: u64) -> Result<Chunk<'_>, SourceError>;
+    /// What the image holds at `offset`: the longest run of one kind starting there, at most
+    /// `max_len` bytes, never empty. It reads no data: it is on the fault path, to find holes
+    /// that are installed as zeros without a read.
+    fn extent(&self, offset: u64, max_len: u64) -> Result<Extent, SourceError>;
 
-    /// Copies `[offset, offset + buf.len())` into `buf` (zeros for zero runs): the bytes of
-    /// a page that spans pieces, and of graduation's sweep.
+    /// Reads `[offset, offset + buf.len())` into `buf` (zeros for holes), waiting for storage
+    /// as long as it takes. Called by fetcher, prefetch and graduation threads, never by a
+    /// thread that reads the uffd.
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError>;
+
+    /// Reads like [`PageSource::read_into`] only if no storage has to be waited for (the bytes
+    /// are in the page cache, or in memory): `Ok(false)` otherwise, with `buf` unspecified.
+    /// The threads that read the uffd serve resident bytes inline and hand the rest to the
+    /// fetchers.
     ///
-    /// The default copies from [`PageSource::chunk`]'s slices; a source over file mappings must
-    /// override it with reads that report a lost byte as an error (`pread`), since touching a
-    /// mapping whose file was truncated raises SIGBUS.
-    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
-        copy_from_chunks(self, offset, buf)
+    /// The default is a blocking [`PageSource::read_into`], right for sources whose bytes are
+    /// always in memory.
+    fn read_resident(&self, offset: u64, buf: &mut [u8]) -> Result<bool, SourceError> {
+        self.read_into(offset, buf).map(|()| true)
     }
 }
 
@@ -42,8 +69,8 @@ impl PageSource for LayeredSource {
     }
 
     #[inline]
-    fn chunk(&self, offset: u64, max_len: u64) -> Result<Chunk<'_>, SourceError> {
-        LayeredSource::chunk(self, offset, max_len).map_err(|e| SourceError(e.to_string()))
+    fn extent(&self, offset: u64, max_len: u64) -> Result<Extent, SourceError> {
+        header_extent(self.header(), offset, max_len)
     }
 
     /// `pread` of the data files: a truncated file is an error, never SIGBUS.
@@ -52,29 +79,33 @@ impl PageSource for LayeredSource {
     }
 }
 
-/// Copies `[offset, offset + buf.len())` of `source` into `buf` from its chunks, zero-filling
-/// zero runs: [`PageSource::read_into`]'s default.
-fn copy_from_chunks<S: PageSource + ?Sized>(
-    source: &S,
+/// The extent at `offset` from the header alone: consecutive entries of one kind (data of
+/// any build, or zeros) merge into one run.
+pub(crate) fn header_extent(
+    header: &snapshot_format::Header,
     offset: u64,
-    buf: &mut [u8],
-) -> Result<(), SourceError> {
-    let mut done = 0usize;
-    while done < buf.len() {
-        let rest = &mut buf[done..];
-        let piece = source.chunk(offset + done as u64, rest.len() as u64)?;
-        let len = (piece.len() as usize).min(rest.len());
-        if len == 0 {
-            return Err(SourceError(format!(
-                "source returned an empty piece at {:#x}",
-                offset + done as u64
-            )));
+    max_len: u64,
+) -> Result<Extent, SourceError> {
+    let end = offset.saturating_add(max_len).min(header.size());
+    let out_of_range = || {
+        SourceError(format!(
+            "image offset {offset:#x} (+{max_len:#x}) is beyond the snapshot's {:#x} bytes",
+            header.size()
+        ))
+    };
+    let first = header.lookup(offset).ok_or_else(out_of_range)?;
+    let zero = first.is_zero();
+    let mut at = offset + first.remaining;
+    while at < end {
+        match header.lookup(at) {
+            Some(next) if next.is_zero() == zero => at += next.remaining,
+            _ => break,
         }
-        match piece {
-            Chunk::Zero(_) => rest[..len].fill(0),
-            Chunk::Data(bytes) => rest[..len].copy_from_slice(&bytes[..len]),
-        }
-        done += len;
     }
-    Ok(())
+    let len = at.min(end) - offset;
+    Ok(if zero {
+        Extent::Zero(len)
+    } else {
+        Extent::Data(len)
+    })
 }

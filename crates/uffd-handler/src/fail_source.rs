@@ -5,9 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use snapshot_format::Chunk;
-
-use uffd_engine::{PageSource, SourceError};
+use uffd_engine::{Extent, PageSource, SourceError};
 
 /// Passes `budget` reads through to `inner`, then fails every read.
 pub(crate) struct FailingSource {
@@ -44,9 +42,8 @@ impl PageSource for FailingSource {
         self.inner.size()
     }
 
-    fn chunk(&self, offset: u64, max_len: u64) -> Result<Chunk<'_>, SourceError> {
-        self.spend(offset)?;
-        self.inner.chunk(offset, max_len)
+    fn extent(&self, offset: u64, max_len: u64) -> Result<Extent, SourceError> {
+        self.inner.extent(offset, max_len)
     }
 
     fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {

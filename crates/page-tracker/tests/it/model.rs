@@ -403,3 +403,25 @@ proptest! {
         run(n, huge, &ops)?;
     }
 }
+
+#[test]
+fn a_detached_claim_holds_its_pages_until_reattached_to_its_own_tracker() {
+    let geometry = || Geometry::new(0, 64 * 4096, PageSize::new(4096).unwrap()).unwrap();
+    let tracker = PageTracker::new(geometry()).unwrap();
+    let other = PageTracker::new(geometry()).unwrap();
+    let claim = tracker
+        .try_claim_run(8, 8, StateSet::MISSING)
+        .unwrap()
+        .expect("unclaimed");
+    let detached = claim.detach();
+    assert_eq!(detached.pages(), PageRange::new(8, 16).unwrap());
+    assert!(tracker.try_claim(9).unwrap().is_none(), "still claimed");
+    let detached = other
+        .reattach(detached)
+        .expect_err("another tracker refuses it");
+    let claim = tracker.reattach(detached).expect("its own tracker");
+    assert_eq!(claim.install_source(Access::Read), 8);
+    drop(claim);
+    assert!(tracker.try_claim(9).unwrap().is_some(), "released on drop");
+    assert_eq!(tracker.state(9).unwrap(), PageState::Clean);
+}

@@ -6,11 +6,12 @@
 mod common;
 
 mod basic;
-mod efault;
 mod events;
+mod fetch;
 mod graduation;
 mod prefetch;
 mod soak;
+mod truncated;
 mod vmm;
 mod vmm_dirty;
 mod vmm_exit;

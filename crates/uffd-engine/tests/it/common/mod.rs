@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use snapshot_format::{Chunk, LayeredSource};
+use snapshot_format::LayeredSource;
 use test_support::Mapping;
 use uffd_core::{Features, PageSize, Range, RegisterMode, Uffd, UffdBuilder};
-use uffd_engine::{GuestLayout, GuestRegion, PageSource, SourceError};
+use uffd_engine::{Extent, GuestLayout, GuestRegion, PageSource, SourceError};
 
 #[cfg(feature = "test-hooks")]
 pub mod parker;
@@ -149,9 +149,13 @@ impl PageSource for FlakySource {
         self.inner.size()
     }
 
-    fn chunk(&self, offset: u64, max_len: u64) -> Result<Chunk<'_>, SourceError> {
-        let covers =
-            offset <= self.failing_page * PAGE && self.failing_page * PAGE < offset + max_len;
+    fn extent(&self, offset: u64, max_len: u64) -> Result<Extent, SourceError> {
+        self.inner.extent(offset, max_len)
+    }
+
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        let covers = offset <= self.failing_page * PAGE
+            && self.failing_page * PAGE < offset + buf.len() as u64;
         if covers {
             self.reads_of_failing_page.fetch_add(1, Ordering::SeqCst);
             let left = self.failures_left.load(Ordering::SeqCst);
@@ -160,7 +164,7 @@ impl PageSource for FlakySource {
                 return Err(SourceError(format!("storage timeout #{left}")));
             }
         }
-        self.inner.chunk(offset, max_len)
+        self.inner.read_into(offset, buf)
     }
 }
 
@@ -175,15 +179,25 @@ impl PageSource for HoleSource {
         self.inner.size()
     }
 
-    fn chunk(&self, offset: u64, max_len: u64) -> Result<Chunk<'_>, SourceError> {
+    fn extent(&self, offset: u64, max_len: u64) -> Result<Extent, SourceError> {
         if self.hole.contains(&offset) {
-            return Ok(Chunk::Zero(max_len.min(self.hole.end - offset)));
+            return Ok(Extent::Zero(max_len.min(self.hole.end - offset)));
         }
         let max_len = if offset < self.hole.start {
             max_len.min(self.hole.start - offset)
         } else {
             max_len
         };
-        self.inner.chunk(offset, max_len)
+        self.inner.extent(offset, max_len)
+    }
+
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        self.inner.read_into(offset, buf)?;
+        let end = offset + buf.len() as u64;
+        let (lo, hi) = (self.hole.start.max(offset), self.hole.end.min(end));
+        if lo < hi {
+            buf[(lo - offset) as usize..(hi - offset) as usize].fill(0);
+        }
+        Ok(())
     }
 }

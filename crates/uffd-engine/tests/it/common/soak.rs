@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use page_tracker::PageState;
 use parking_lot::Mutex;
-use snapshot_format::Chunk;
-use uffd_engine::{PageSets, PageSource, SourceError};
+use uffd_engine::{Extent, PageSets, PageSource, SourceError};
 
 use crate::common::vmm::{Model, model_image};
 
@@ -156,7 +155,12 @@ impl PageSource for RandomFlaky {
         self.inner.size()
     }
 
-    fn chunk(&self, offset: u64, max_len: u64) -> Result<Chunk<'_>, SourceError> {
+    fn extent(&self, offset: u64, max_len: u64) -> Result<Extent, SourceError> {
+        self.inner.extent(offset, max_len)
+    }
+
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        let max_len = buf.len() as u64;
         let roll = self.roll();
         if roll < self.slow_per_million {
             // Storage latency, not synchronisation: nothing waits for this to end.
@@ -177,7 +181,7 @@ impl PageSource for RandomFlaky {
                 "random storage timeout at {offset:#x}"
             )));
         }
-        self.inner.chunk(offset, max_len)
+        self.inner.read_into(offset, buf)
     }
 }
 
