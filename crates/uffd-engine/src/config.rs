@@ -10,6 +10,9 @@ use crate::retry::RetryPolicy;
 #[derive(Clone)]
 pub struct EngineConfig {
     /// Threads that read the uffd and serve what they read (default 2: one per core here).
+    /// Reader 0 always polls the uffd; the others stand by and join only while faults queue
+    /// up (or while reader 0 is held up with messages waiting), so a lone faulting vCPU on a
+    /// busy host does not wake two threads per fault.
     pub readers: usize,
     /// CPUs to pin reader threads to, round robin (empty: no pinning). Pinning a reader
     /// beside the vCPU threads it serves avoids a cross-CPU wake-up per fault.

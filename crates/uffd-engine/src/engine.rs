@@ -115,6 +115,16 @@ impl Engine {
             what: "eventfd",
             errno,
         })?;
+        let join_fd = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC
+                | rustix::event::EventfdFlags::NONBLOCK
+                | rustix::event::EventfdFlags::SEMAPHORE,
+        )
+        .map_err(|errno| EngineError::Os {
+            what: "eventfd",
+            errno,
+        })?;
         let (exit_tx, exits) = bounded(1);
         let shared = Arc::new(Shared {
             locks: Locks::new(uffd),
@@ -132,6 +142,9 @@ impl Engine {
             metrics: metrics::Metrics::default(),
             stop_fd,
             kick_fd,
+            join_fd,
+            primary_busy: Default::default(),
+            helpers_active: AtomicUsize::new(0),
             fetch: FetchQueue::default(),
             demand_active: AtomicUsize::new(0),
             exit_tx,
@@ -165,7 +178,7 @@ impl Engine {
                         let on_panic = shared.clone();
                         if let Err(panic) =
                             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                reader::run(shared)
+                                reader::run(shared, i)
                             }))
                         {
                             // A bug, but never a silent one: the faults this reader would have

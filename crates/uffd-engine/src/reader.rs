@@ -2,10 +2,19 @@
 //! the settle lock), records the batch's REMOVEs before any of its faults, then serves the
 //! faults itself: a fault served on the CPU that read it costs ~4.5 us here, a hand-off to
 //! another thread ~24 us more (`limits.md`), so readers are the servers.
+//!
+//! Reader 0 always polls the uffd. The others stand by until faults queue up: every poller of
+//! a uffd is woken by every fault, and on a host whose other cores are busy a second reader
+//! woken for nothing costs the guest more than it serves. After reading a fault, reader 0
+//! looks whether another is already waiting; if so it calls one helper in, which polls the
+//! uffd too until it has found no work for `HELPER_IDLE`. A standing-by reader also looks every
+//! `STANDBY_CHECK` whether reader 0 has been serving one batch for `PRIMARY_STUCK` while
+//! messages wait (held up behind an export, say), and then joins, so a REMOVE is never left
+//! unread behind a busy reader 0.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use page_tracker::PageRange;
 use rustix::event::{PollFd, PollFlags};
@@ -18,14 +27,39 @@ use crate::serve::{Scratch, serve, wake_page};
 use crate::shared::Shared;
 use crate::throttle::Throttle;
 
-pub(crate) fn run(shared: Arc<Shared>) {
+/// How long a helper reader polls the uffd without finding work before it stands by again.
+const HELPER_IDLE: Duration = Duration::from_millis(20);
+/// How often a standing-by reader looks whether reader 0 is stuck.
+const STANDBY_CHECK: Duration = Duration::from_millis(10);
+/// How long reader 0 may serve one batch, with messages waiting, before a helper joins.
+const PRIMARY_STUCK: Duration = Duration::from_millis(1);
+
+pub(crate) fn run(shared: Arc<Shared>, index: usize) {
+    let primary = index == 0;
+    let mut active = primary;
+    let mut idle_since = Instant::now();
     let mut batch = EventBuffer::new(shared.config.event_batch);
     let mut scratch = Scratch::new(shared.window_bytes());
     let mut faults: Vec<Fault> = Vec::with_capacity(shared.config.event_batch);
     let mut removes: Vec<(u64, u64)> = Vec::new();
     let mut due: Vec<Due> = Vec::new();
     while !shared.is_stopping() {
-        wait_readable(&shared);
+        if active {
+            let woke = wait_readable(&shared, !primary);
+            if !primary && !woke && idle_since.elapsed() >= HELPER_IDLE {
+                active = false;
+                shared.helpers_active.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+        } else {
+            if stand_by(&shared) {
+                active = true;
+                idle_since = Instant::now();
+                shared.helpers_active.fetch_add(1, Ordering::AcqRel);
+            }
+            run_due(&shared, &mut due, &mut scratch);
+            continue;
+        }
         if shared.is_stopping() {
             break;
         }
@@ -55,37 +89,104 @@ pub(crate) fn run(shared: Arc<Shared>) {
         }
         drop(reading);
         if !faults.is_empty() {
+            idle_since = Instant::now();
+            if primary {
+                call_helper_if_queued(&shared);
+                shared.primary_busy.start();
+            }
             shared.demand_active.fetch_add(1, Ordering::AcqRel);
             Metrics::add(&shared.metrics.faults, faults.len() as u64);
             for fault in faults.drain(..) {
                 serve(&shared, fault, &mut scratch);
             }
             shared.demand_active.fetch_sub(1, Ordering::AcqRel);
+            if primary {
+                shared.primary_busy.end();
+            }
         }
         run_due(&shared, &mut due, &mut scratch);
     }
 }
 
-/// Polls the uffd and the stop eventfd; the timeout is the next deferred entry's due time, so
-/// a deferred fault never waits for an unrelated event.
-fn wait_readable(shared: &Shared) {
-    let timeout = shared
+/// Calls a standing-by reader in when another fault is already waiting in the uffd (one
+/// zero-timeout poll, only while no helper is active).
+fn call_helper_if_queued(shared: &Shared) {
+    let helpers = shared.config.readers.max(1) - 1;
+    if helpers == 0 || shared.helpers_active.load(Ordering::Acquire) >= helpers {
+        return;
+    }
+    if uffd_readable(shared) {
+        let _ = rustix::io::write(&shared.join_fd, &1u64.to_ne_bytes());
+    }
+}
+
+/// Whether a message waits in the uffd (a zero-timeout poll).
+fn uffd_readable(shared: &Shared) -> bool {
+    let uffd = shared.locks.poll_fd();
+    let mut fds = [PollFd::new(&uffd, PollFlags::IN)];
+    let zero = crate::time::timespec(Duration::ZERO);
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+}
+
+/// Waits, not polling the uffd, until reader 0 calls a helper in (`true` if this one took
+/// the call), a deferred entry is queued, or the engine stops.
+fn stand_by(shared: &Shared) -> bool {
+    let timeout = next_due_timeout(shared, Some(STANDBY_CHECK));
+    let mut fds = [
+        PollFd::new(&shared.join_fd, PollFlags::IN),
+        PollFd::new(&shared.stop_fd, PollFlags::IN),
+        PollFd::new(&shared.kick_fd, PollFlags::IN),
+    ];
+    let _ = rustix::event::poll(&mut fds, timeout.as_ref());
+    if fds[2].revents().contains(PollFlags::IN) {
+        drain(&shared.kick_fd);
+    }
+    // A semaphore eventfd: one count per call, so one helper takes it.
+    let mut count = [0u8; 8];
+    if fds[0].revents().contains(PollFlags::IN)
+        && rustix::io::read(&shared.join_fd, &mut count).is_ok()
+    {
+        return true;
+    }
+    shared.primary_busy.longer_than(PRIMARY_STUCK) && uffd_readable(shared)
+}
+
+fn drain(fd: &impl rustix::fd::AsFd) {
+    // Non-blocking: another reader may have drained it first.
+    let mut count = [0u8; 8];
+    let _ = rustix::io::read(fd, &mut count);
+}
+
+/// The poll timeout: until the next deferred entry is due, at most `cap`.
+fn next_due_timeout(shared: &Shared, cap: Option<Duration>) -> Option<rustix::time::Timespec> {
+    let due = shared
         .deferred
         .lock()
         .next_due()
-        .map(|at| crate::time::timespec(at.saturating_duration_since(Instant::now())));
+        .map(|at| at.saturating_duration_since(Instant::now()));
+    match (due, cap) {
+        (Some(d), Some(c)) => Some(d.min(c)),
+        (d, c) => d.or(c),
+    }
+    .map(crate::time::timespec)
+}
+
+/// Polls the uffd, the stop and the kick eventfds; the timeout is the next deferred entry's due
+/// time, so a deferred fault never waits for an unrelated event (and for a helper at most
+/// `HELPER_IDLE`). Returns whether anything was ready.
+fn wait_readable(shared: &Shared, helper: bool) -> bool {
+    let timeout = next_due_timeout(shared, helper.then_some(HELPER_IDLE));
     let uffd = shared.locks.poll_fd();
     let mut fds = [
         PollFd::new(&uffd, PollFlags::IN),
         PollFd::new(&shared.stop_fd, PollFlags::IN),
         PollFd::new(&shared.kick_fd, PollFlags::IN),
     ];
-    let _ = rustix::event::poll(&mut fds, timeout.as_ref());
+    let ready = matches!(rustix::event::poll(&mut fds, timeout.as_ref()), Ok(n) if n > 0);
     if fds[2].revents().contains(PollFlags::IN) {
-        // Non-blocking: another reader may have drained it first.
-        let mut count = [0u8; 8];
-        let _ = rustix::io::read(&shared.kick_fd, &mut count);
+        drain(&shared.kick_fd);
     }
+    ready
 }
 
 fn classify(shared: &Shared, event: Event, faults: &mut Vec<Fault>, removes: &mut Vec<(u64, u64)>) {

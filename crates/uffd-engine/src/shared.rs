@@ -2,7 +2,7 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
@@ -46,6 +46,12 @@ pub(crate) struct Shared {
     /// An eventfd other threads write after queueing a deferred entry, so the readers
     /// recompute their poll timeout (a reader polls with the earliest due time it saw).
     pub(crate) kick_fd: OwnedFd,
+    /// A semaphore eventfd reader 0 writes to call a standing-by reader in (faults queue up).
+    pub(crate) join_fd: OwnedFd,
+    /// Since when reader 0 has been serving its current batch.
+    pub(crate) primary_busy: BusySince,
+    /// Readers other than reader 0 polling the uffd now.
+    pub(crate) helpers_active: AtomicUsize,
     /// Faults parked for the fetchers.
     pub(crate) fetch: FetchQueue,
     /// Faults being served right now; prefetch yields while it is non-zero.
@@ -174,5 +180,44 @@ impl Shared {
 
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+}
+
+/// Since when a thread has been busy, readable by others without a lock: nanoseconds since
+/// `base`, plus one (0: idle).
+#[derive(Debug)]
+pub(crate) struct BusySince {
+    base: Instant,
+    since: AtomicU64,
+}
+
+impl Default for BusySince {
+    fn default() -> Self {
+        BusySince {
+            base: Instant::now(),
+            since: AtomicU64::new(0),
+        }
+    }
+}
+
+impl BusySince {
+    pub(crate) fn start(&self) {
+        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        self.since.store(now + 1, Ordering::Release);
+    }
+
+    pub(crate) fn end(&self) {
+        self.since.store(0, Ordering::Release);
+    }
+
+    /// Whether it has been busy for longer than `limit`.
+    pub(crate) fn longer_than(&self, limit: std::time::Duration) -> bool {
+        match self.since.load(Ordering::Acquire) {
+            0 => false,
+            since => {
+                let now = self.base.elapsed().as_nanos();
+                now.saturating_sub(u128::from(since - 1)) > limit.as_nanos()
+            }
+        }
     }
 }
