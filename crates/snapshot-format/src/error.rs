@@ -83,7 +83,8 @@ pub enum Error {
     /// Bytes read from a data file do not match the checksum its header gives for them: the
     /// file changed or storage returned wrong bytes. None of them is served.
     #[error(
-        "data file {} of build {build}: bytes at {file_offset:#x} have CRC32 {found:#010x},          the header says {expected:#010x}; not served",
+        "data file {} of build {build}: bytes at {file_offset:#x} have CRC32 {found:#010x}, \
+         the header says {expected:#010x}; not served",
         path.display()
     )]
     DataChecksumMismatch {

@@ -88,6 +88,11 @@ fn a_flipped_bit_is_a_checksum_mismatch_naming_the_unit() {
     overwrite(&path, 3 * PAGE + 17, &[byte[0] ^ 0x04]);
 
     let (blocking, resident) = both_fail(&source, 3 * PAGE, PAGE as usize);
+    let message = blocking.to_string();
+    assert!(
+        message.contains("CRC32") && !message.contains("  "),
+        "{message}"
+    );
     for err in [blocking, resident] {
         match err {
             Error::DataChecksumMismatch {
@@ -242,4 +247,32 @@ fn read_resident_answers_from_the_page_cache_only() {
     buf.fill(0);
     assert!(source.read_resident(12 * PAGE, &mut buf).unwrap());
     assert_eq!(buf, image[12 * PAGE as usize..13 * PAGE as usize]);
+}
+
+#[test]
+fn a_2m_page_is_verified_unit_by_unit_across_its_whole_length() {
+    const HUGE: u64 = 2 << 20;
+    let dir = TestDir::new("verified-huge");
+    let path = snapshot_dir::data_path(dir.path(), build(1));
+    let image: Vec<u8> = (0..2 * HUGE).map(|i| (i % 253) as u8 | 1).collect();
+    let mut file = File::create(&path).unwrap();
+    let header = write_generation_zero(&image[..], HUGE, build(1), &mut file).unwrap();
+    assert_eq!(header.checksums_of(build(1)).unwrap().unit(), PAGE);
+    let source = open(&header, &path);
+    let mut buf = vec![0u8; HUGE as usize];
+    source.read_into(0, &mut buf).unwrap();
+    assert_eq!(buf, image[..HUGE as usize]);
+    // A flip three quarters into the second huge page, far past the first read window.
+    let flip = HUGE + HUGE * 3 / 4 + 5;
+    overwrite(&path, flip, &[image[flip as usize] ^ 0x80]);
+    let (blocking, resident) = both_fail(&source, HUGE, HUGE as usize);
+    for err in [blocking, resident] {
+        assert!(
+            matches!(err, Error::DataChecksumMismatch { file_offset, .. }
+                if file_offset == flip / PAGE * PAGE),
+            "{err:?}"
+        );
+    }
+    source.read_into(0, &mut buf).unwrap();
+    assert_eq!(buf, image[..HUGE as usize]);
 }
