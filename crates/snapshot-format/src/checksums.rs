@@ -134,6 +134,11 @@ impl<'a, W: Write + ?Sized> ChecksummingWriter<'a, W> {
         }
     }
 
+    /// Checksums computed so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.crcs.len() as u64
+    }
+
     /// The table of everything written (a trailing partial unit gets its own CRC).
     pub(crate) fn finish(mut self, build_id: Uuid) -> DataChecksums {
         if self.in_unit > 0 {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::MAX_ENTRIES;
 use crate::checksums::DataChecksums;
-use crate::checksums::{ChecksummingWriter, checksum_unit};
+use crate::checksums::{ChecksummingWriter, MAX_CHECKSUMS, checksum_unit};
 use crate::error::{Error, InvalidHeader, Result};
 use crate::model::{Header, Mapping, Metadata};
 use crate::ops::diff::Diff;
@@ -92,7 +92,19 @@ where
     }
     let diff = Diff::from_page_sets(build_id, parent.block_size(), parent.size(), dirty, empty)?;
     let header = parent.next_generation(&diff)?;
-    let mut data = ChecksummingWriter::new(data, checksum_unit(parent.block_size()));
+    let unit = checksum_unit(parent.block_size());
+    // The new table's length is known now: a header no reader would accept is refused before
+    // any byte is written.
+    let kept: u64 = header
+        .checksums()
+        .iter()
+        .map(|t| t.crcs().len() as u64)
+        .sum();
+    let count = kept.saturating_add(diff.data_len().div_ceil(unit));
+    if count > MAX_CHECKSUMS {
+        return Err(too_many_checksums(count));
+    }
+    let mut data = ChecksummingWriter::new(data, unit);
     let mut buf = vec![0u8; WINDOW.min(diff.data_len() as usize)];
     for entry in diff.entries().iter().filter(|e| e.build_id == build_id) {
         let mut done = 0u64;
@@ -108,6 +120,14 @@ where
         }
     }
     with_table(header, data.finish(build_id))
+}
+
+fn too_many_checksums(count: u64) -> Error {
+    InvalidHeader::TooManyChecksums {
+        count,
+        limit: MAX_CHECKSUMS,
+    }
+    .into()
 }
 
 /// `header` with the checksum table of its own build's new data file, when it references it
@@ -126,7 +146,9 @@ fn with_table(header: Header, table: DataChecksums) -> Result<Header> {
 /// blocks, back to back in ascending offset order. The image's length must be a multiple of
 /// `block_size` and within [`crate::MAX_SIZE`]. Memory use is bounded (1 MiB buffers) whatever
 /// the block size. Data goes out one block at a time: give a `BufWriter` when `data` is a file.
-/// The header carries the data file's checksums, computed as it is written.
+/// The header carries the data file's checksums, computed as it is written; an image with
+/// more non-zero data than [`crate::MAX_CHECKSUMS`] units (1 TiB at 4 KiB) is refused as soon
+/// as the writer gets there.
 pub fn write_generation_zero<I, W>(
     image: &I,
     block_size: u64,
@@ -186,6 +208,9 @@ where
                     Mapping::zero(offset, block_size)
                 };
                 push_joined(&mut entries, entry);
+                if data.count() > MAX_CHECKSUMS {
+                    return Err(too_many_checksums(data.count()));
+                }
                 if entries.len() as u64 > MAX_ENTRIES {
                     // Stop early rather than build a mapping no reader would accept.
                     return Err(InvalidHeader::TooManyEntries {
