@@ -11,10 +11,6 @@ use crate::checksums::DataChecksums;
 use crate::error::{Error, Result};
 use crate::source::{BuildFile, LayeredSource, Piece};
 
-/// Bytes read and verified at a time: a multiple of every checksum unit, small enough to stay
-/// in a core's L2 cache between the read's copy and the hash.
-const VERIFY_WINDOW: usize = 256 << 10;
-
 /// Whether a read may wait for storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
@@ -98,16 +94,10 @@ impl LayeredSource {
         let end = file_offset + out.len() as u64;
         let (first, last) = (file_offset / unit * unit, end.div_ceil(unit) * unit);
         if first == file_offset && last == end {
-            // Read and verify in windows that stay in the CPU's cache between the copy and
-            // the hash (a 2 MiB page read whole is hashed from memory again).
-            for (i, window) in out.chunks_mut(VERIFY_WINDOW).enumerate() {
-                let window_offset = file_offset + (i * VERIFY_WINDOW) as u64;
-                if !read_at(file, window, window_offset, at, wait)? {
-                    return Ok(false);
-                }
-                verify(file, table, window_offset, window, at)?;
+            if !read_at(file, out, file_offset, at, wait)? {
+                return Ok(false);
             }
-            return Ok(true);
+            return verify(file, table, file_offset, out, at).map(|()| true);
         }
         // Part of a unit: read the units covering it, so every byte served was verified.
         let mut covering = vec![0u8; (last - first) as usize];
