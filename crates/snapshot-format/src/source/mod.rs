@@ -90,6 +90,8 @@ struct BuildFile {
     /// Index of its checksum table in the header's, if it has one: its reads are verified
     /// against it instead of checking the file is unchanged.
     table: Option<usize>,
+    /// Whether its file system answers page-cache-only reads (`RWF_NOWAIT`; tmpfs does not).
+    nowait: bool,
 }
 
 /// What identifies a file's contents cheaply: its size and modification time (`fstat` of
@@ -171,6 +173,7 @@ impl LayeredSource {
             }
             // Entries are capped at 2^26, so build indexes fit in u32 below NO_FILE.
             file_index.insert(build, mapped.len() as u32);
+            let nowait = read::answers_nowait(&file, actual);
             let opened = FileStamp::of(&file)
                 .map_err(|e| Error::io(format!("inspecting data file {}", path.display()), e))?;
             mapped.push(BuildFile {
@@ -180,6 +183,7 @@ impl LayeredSource {
                 opened,
                 data,
                 table,
+                nowait,
             });
         }
         let entry_file = header

@@ -2,6 +2,7 @@
 //! not SIGBUS), verified against the header's data checksums where it has them; blocking, or
 //! only from the page cache.
 
+use std::fs::File;
 use std::io::{self, IoSliceMut};
 use std::os::unix::fs::FileExt;
 
@@ -47,8 +48,19 @@ impl LayeredSource {
     /// pages, so a later call can succeed. Errors are `read_into`'s; the end of a file
     /// before the bytes the header places there is [`Error::Io`] (`UnexpectedEof`), as for
     /// `read_into`.
+    ///
+    /// A file system without page-cache-only reads (tmpfs answers `EOPNOTSUPP`) makes every
+    /// read of its files `Ok(false)`: see [`LayeredSource::can_read_resident`].
     pub fn read_resident(&self, offset: u64, buf: &mut [u8]) -> Result<bool> {
         self.fill(offset, buf, Wait::Never)
+    }
+
+    /// False when some data file's file system cannot answer a page-cache-only read (found
+    /// at open with a one-byte `RWF_NOWAIT` read; tmpfs cannot): [`LayeredSource::read_resident`]
+    /// of its bytes is then always `Ok(false)`, and a caller may as well read with
+    /// [`LayeredSource::read_into`] at once.
+    pub fn can_read_resident(&self) -> bool {
+        self.files.iter().all(|f| f.nowait)
     }
 
     /// Fills `buf` piece by piece; false as soon as a piece would block.
@@ -86,6 +98,9 @@ impl LayeredSource {
         at: u64,
         wait: Wait,
     ) -> Result<bool> {
+        if wait == Wait::Never && !file.nowait {
+            return Ok(false);
+        }
         let Some(table) = file.table.and_then(|i| self.header.checksums().get(i)) else {
             file.check_unchanged()?;
             return read_at(file, out, file_offset, at, wait);
@@ -179,4 +194,23 @@ fn read_at(file: &BuildFile, out: &mut [u8], offset: u64, at: u64, wait: Wait) -
         }
     }
     Ok(true)
+}
+
+/// Whether `file` (of `len` bytes) answers a page-cache-only read: false only for
+/// `EOPNOTSUPP`/`ENOSYS` (a file system or kernel without `RWF_NOWAIT`). An empty file has
+/// nothing to read and counts as answering.
+pub(super) fn answers_nowait(file: &File, len: u64) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let mut byte = [0u8];
+    !matches!(
+        rustix::io::preadv2(
+            file,
+            &mut [IoSliceMut::new(&mut byte)],
+            0,
+            ReadWriteFlags::NOWAIT
+        ),
+        Err(Errno::OPNOTSUPP | Errno::NOSYS)
+    )
 }

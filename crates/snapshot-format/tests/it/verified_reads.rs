@@ -45,12 +45,20 @@ fn overwrite(path: &Path, at: u64, bytes: &[u8]) {
     file.sync_all().unwrap();
 }
 
-/// The error of reading `len` bytes at `offset` both ways; neither may succeed.
-fn both_fail(source: &LayeredSource, offset: u64, len: usize) -> (Error, Error) {
+/// The errors of reading `len` bytes at `offset` both ways, blocking first; neither may
+/// succeed. Where the file system has no page-cache-only reads (tmpfs), `read_resident` must
+/// answer `false` and only the blocking error is returned.
+fn both_fail(source: &LayeredSource, offset: u64, len: usize) -> Vec<Error> {
     let mut buf = vec![0u8; len];
     let blocking = source.read_into(offset, &mut buf).unwrap_err();
-    let resident = source.read_resident(offset, &mut buf).unwrap_err();
-    (blocking, resident)
+    if !source.can_read_resident() {
+        assert!(!source.read_resident(offset, &mut buf).unwrap());
+        return vec![blocking];
+    }
+    vec![
+        blocking,
+        source.read_resident(offset, &mut buf).unwrap_err(),
+    ]
 }
 
 #[test]
@@ -69,9 +77,12 @@ fn verified_reads_serve_the_written_bytes() {
         source.read_into(offset, &mut buf).unwrap();
         assert_eq!(buf, image[offset as usize..(offset + len) as usize]);
         buf.fill(0);
-        // Just written and read: resident.
-        assert!(source.read_resident(offset, &mut buf).unwrap());
-        assert_eq!(buf, image[offset as usize..(offset + len) as usize]);
+        // Just written and read: resident (where the file system can tell).
+        let resident = source.read_resident(offset, &mut buf).unwrap();
+        assert_eq!(resident, source.can_read_resident());
+        if resident {
+            assert_eq!(buf, image[offset as usize..(offset + len) as usize]);
+        }
     }
 }
 
@@ -87,13 +98,13 @@ fn a_flipped_bit_is_a_checksum_mismatch_naming_the_unit() {
         .unwrap();
     overwrite(&path, 3 * PAGE + 17, &[byte[0] ^ 0x04]);
 
-    let (blocking, resident) = both_fail(&source, 3 * PAGE, PAGE as usize);
-    let message = blocking.to_string();
+    let errors = both_fail(&source, 3 * PAGE, PAGE as usize);
+    let message = errors[0].to_string();
     assert!(
         message.contains("CRC32") && !message.contains("  "),
         "{message}"
     );
-    for err in [blocking, resident] {
+    for err in errors {
         match err {
             Error::DataChecksumMismatch {
                 build: b,
@@ -112,11 +123,12 @@ fn a_flipped_bit_is_a_checksum_mismatch_naming_the_unit() {
         }
     }
     // A read of other bytes of the same unit reads and checks the whole unit.
-    let (blocking, _) = both_fail(&source, 3 * PAGE + 2000, 8);
-    assert!(matches!(blocking, Error::DataChecksumMismatch { .. }));
+    for err in both_fail(&source, 3 * PAGE + 2000, 8) {
+        assert!(matches!(err, Error::DataChecksumMismatch { .. }), "{err:?}");
+    }
     // A range spanning the unit fails; its neighbours are served.
     assert!(matches!(
-        both_fail(&source, 2 * PAGE, 3 * PAGE as usize).0,
+        both_fail(&source, 2 * PAGE, 3 * PAGE as usize)[0],
         Error::DataChecksumMismatch { file_offset, .. } if file_offset == 3 * PAGE
     ));
     let mut buf = vec![0u8; PAGE as usize];
@@ -151,8 +163,7 @@ fn a_file_truncated_underneath_is_an_error_never_wrong_bytes() {
     let source = open(&header, &path);
     let file = OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(8 * PAGE).unwrap();
-    let (blocking, resident) = both_fail(&source, 10 * PAGE, PAGE as usize);
-    for err in [blocking, resident] {
+    for err in both_fail(&source, 10 * PAGE, PAGE as usize) {
         assert!(
             matches!(&err, Error::Io { source, .. }
                 if source.kind() == std::io::ErrorKind::UnexpectedEof),
@@ -161,11 +172,12 @@ fn a_file_truncated_underneath_is_an_error_never_wrong_bytes() {
     }
     // Extended back to its length with zeros: the length is right, the bytes are not.
     file.set_len(PAGES * PAGE).unwrap();
-    let (blocking, resident) = both_fail(&source, 10 * PAGE, PAGE as usize);
-    assert!(
-        matches!(blocking, Error::DataChecksumMismatch { file_offset, .. } if file_offset == 10 * PAGE)
-    );
-    assert!(matches!(resident, Error::DataChecksumMismatch { .. }));
+    for err in both_fail(&source, 10 * PAGE, PAGE as usize) {
+        assert!(
+            matches!(err, Error::DataChecksumMismatch { file_offset, .. } if file_offset == 10 * PAGE),
+            "{err:?}"
+        );
+    }
     // The bytes before the cut were never lost and are still served.
     let mut buf = vec![0u8; PAGE as usize];
     source.read_into(7 * PAGE, &mut buf).unwrap();
@@ -183,7 +195,7 @@ fn a_file_rewritten_in_place_serves_only_bytes_that_match() {
     let own = image()[9 * PAGE as usize..10 * PAGE as usize].to_vec();
     overwrite(&path, 9 * PAGE, &own);
     assert!(matches!(
-        both_fail(&source, 6 * PAGE, PAGE as usize).0,
+        both_fail(&source, 6 * PAGE, PAGE as usize)[0],
         Error::DataChecksumMismatch { .. }
     ));
     let mut buf = vec![0u8; PAGE as usize];
@@ -198,14 +210,13 @@ fn data_without_checksums_still_needs_an_unchanged_file() {
     // The same mapping without tables, as an E2B header would give it.
     let source = open(&header.clone().without_checksums(), &path);
     let mut buf = vec![0u8; PAGE as usize];
-    assert!(source.read_resident(0, &mut buf).unwrap());
-    let own = image()[..PAGE as usize].to_vec();
-    assert_eq!(buf, own);
+    source.read_into(0, &mut buf).unwrap();
+    assert_eq!(buf, image()[..PAGE as usize]);
     let file = OpenOptions::new().append(true).open(&path).unwrap();
     file.set_len(PAGES * PAGE + PAGE).unwrap();
-    let (blocking, resident) = both_fail(&source, 0, PAGE as usize);
-    assert!(matches!(blocking, Error::FileChanged { .. }));
-    assert!(matches!(resident, Error::FileChanged { .. }));
+    for err in both_fail(&source, 0, PAGE as usize) {
+        assert!(matches!(err, Error::FileChanged { .. }), "{err:?}");
+    }
 }
 
 /// Drops `path`'s pages from the page cache (the file is clean: written and synced).
@@ -219,16 +230,14 @@ fn drop_cache(path: &Path) {
 fn read_resident_answers_from_the_page_cache_only() {
     let dir = TestDir::new("resident");
     let (header, path) = written(dir.path());
-    let fs_type = rustix::fs::statfs(&path).unwrap().f_type;
-    // tmpfs (0x01021994) keeps its pages in the cache whatever fadvise says.
-    if fs_type as u64 == 0x0102_1994 {
+    let source = open(&header, &path);
+    if !source.can_read_resident() {
         test_support::skip(
             "read_resident_answers_from_the_page_cache_only",
-            "the test directory is on tmpfs, whose page cache cannot be dropped",
+            "the test directory's file system has no page-cache-only reads (RWF_NOWAIT)",
         );
         return;
     }
-    let source = open(&header, &path);
     let image = image();
     let mut buf = vec![0u8; PAGE as usize];
     assert!(source.read_resident(2 * PAGE, &mut buf).unwrap());
@@ -249,6 +258,31 @@ fn read_resident_answers_from_the_page_cache_only() {
     assert_eq!(buf, image[12 * PAGE as usize..13 * PAGE as usize]);
 }
 
+/// tmpfs answers `RWF_NOWAIT` reads with EOPNOTSUPP: the source says so at open, and
+/// `read_resident` is `false` there, never an error, while `read_into` serves as ever.
+#[test]
+fn on_tmpfs_read_resident_is_always_false() {
+    let shm = Path::new("/dev/shm");
+    let on_tmpfs = rustix::fs::statfs(shm).is_ok_and(|fs| fs.f_type as u64 == 0x0102_1994);
+    if !on_tmpfs {
+        test_support::skip(
+            "on_tmpfs_read_resident_is_always_false",
+            "no tmpfs at /dev/shm",
+        );
+        return;
+    }
+    let dir = shm.join(format!("snapshot-format-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (header, path) = written(&dir);
+    let source = open(&header, &path);
+    assert!(!source.can_read_resident());
+    let mut buf = vec![0u8; PAGE as usize];
+    assert!(!source.read_resident(PAGE, &mut buf).unwrap());
+    source.read_into(PAGE, &mut buf).unwrap();
+    assert_eq!(buf, image()[PAGE as usize..2 * PAGE as usize]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_2m_page_is_verified_unit_by_unit_across_its_whole_length() {
     const HUGE: u64 = 2 << 20;
@@ -265,8 +299,7 @@ fn a_2m_page_is_verified_unit_by_unit_across_its_whole_length() {
     // A flip three quarters into the second huge page, far past the first read window.
     let flip = HUGE + HUGE * 3 / 4 + 5;
     overwrite(&path, flip, &[image[flip as usize] ^ 0x80]);
-    let (blocking, resident) = both_fail(&source, HUGE, HUGE as usize);
-    for err in [blocking, resident] {
+    for err in both_fail(&source, HUGE, HUGE as usize) {
         assert!(
             matches!(err, Error::DataChecksumMismatch { file_offset, .. }
                 if file_offset == flip / PAGE * PAGE),
