@@ -50,8 +50,8 @@ impl DataChecksums {
     }
 
     /// The table of `data`, a whole data file, cut into `unit`-byte pieces (a last piece
-    /// shorter than `unit` gets the CRC of what there is, and a header will refuse a file
-    /// that is not a whole number of units).
+    /// shorter than `unit` gets the CRC of what there is; [`crate::LayeredSource::open`] then
+    /// refuses the file, which is not the length the table describes).
     pub fn of(build_id: Uuid, unit: u64, data: &[u8]) -> Self {
         let crcs = data
             .chunks(unit.max(1) as usize)

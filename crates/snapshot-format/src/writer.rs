@@ -9,8 +9,7 @@ use std::os::unix::fs::FileExt;
 use uuid::Uuid;
 
 use crate::MAX_ENTRIES;
-use crate::checksums::DataChecksums;
-use crate::checksums::{ChecksummingWriter, MAX_CHECKSUMS, checksum_unit};
+use crate::checksums::{ChecksummingWriter, DataChecksums, MAX_CHECKSUMS, checksum_unit};
 use crate::error::{Error, InvalidHeader, Result};
 use crate::model::{Header, Mapping, Metadata};
 use crate::ops::diff::Diff;
