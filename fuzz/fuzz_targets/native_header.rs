@@ -1,7 +1,8 @@
 //! A native snapshot header read from disk (or, later, from a store): decoding never panics,
 //! and whatever decodes encodes back to bytes that decode to the same header. Each input is
 //! also decoded with its trailing CRC32 made right, so mutations reach the checks behind it
-//! (the entry count, the geometry, the mapping's validation) instead of all dying at the CRC.
+//! (the entry count, the checksum tables' counts, the geometry, the mapping's and the tables'
+//! validation) instead of all dying at the CRC. The corpus holds headers with checksum tables.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -52,8 +52,12 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
-    /// A native header's length disagrees with its entry count.
-    #[error("native header is {actual} bytes, but {count} entries need exactly {expected}")]
+    /// A native header's length disagrees with its entry count (and, from version 2 on, the
+    /// counts of its checksum tables).
+    #[error(
+        "native header is {actual} bytes, but {count} entries and the tables after them need \
+         exactly {expected}"
+    )]
     LengthMismatch {
         /// The entry count claimed.
         count: u64,
@@ -75,6 +79,41 @@ pub enum Error {
         stored: u32,
         /// The checksum of the bytes present.
         computed: u32,
+    },
+    /// Bytes read from a data file do not match the checksum its header gives for them: the
+    /// file changed or storage returned wrong bytes. None of them is served.
+    #[error(
+        "data file {} of build {build}: bytes at {file_offset:#x} have CRC32 {found:#010x}, \
+         the header says {expected:#010x}; not served",
+        path.display()
+    )]
+    DataChecksumMismatch {
+        /// The build.
+        build: Uuid,
+        /// Its data file.
+        path: PathBuf,
+        /// Offset in the data file of the first unit that differs.
+        file_offset: u64,
+        /// The checksum the header stores for that unit.
+        expected: u32,
+        /// The checksum of the bytes read.
+        found: u32,
+    },
+    /// A data file with checksums is not the length its checksum table describes (it was
+    /// truncated or extended after it was written).
+    #[error(
+        "data file {} of build {build} is {actual} bytes, its checksums describe {expected}",
+        path.display()
+    )]
+    DataFileLength {
+        /// The build.
+        build: Uuid,
+        /// Its data file.
+        path: PathBuf,
+        /// Bytes the checksum table covers.
+        expected: u64,
+        /// The file's length.
+        actual: u64,
     },
     /// The metadata or the mapping breaks a structural rule.
     #[error("invalid header: {0}")]
@@ -290,6 +329,60 @@ pub enum InvalidHeader {
         covered: u64,
         /// The logical size.
         size: u64,
+    },
+    /// Checksum tables out of build order, or one build's table twice.
+    #[error("checksum table {index} (build {build}) is not after the previous one in build order")]
+    ChecksumOrder {
+        /// Table position.
+        index: usize,
+        /// Its build.
+        build: Uuid,
+    },
+    /// A checksum table's unit is not the header's (`min(block size, 4096)`).
+    #[error("checksum table of build {build} has unit {unit}, the header's unit is {expected}")]
+    ChecksumUnit {
+        /// The table's build.
+        build: Uuid,
+        /// The unit found.
+        unit: u64,
+        /// The unit the block size implies.
+        expected: u64,
+    },
+    /// More checksums in all than [`crate::MAX_CHECKSUMS`].
+    #[error("{count} checksums exceed the limit of {limit}")]
+    TooManyChecksums {
+        /// The number of checksums (so far).
+        count: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A data entry of a checksummed build starts in storage off a unit boundary.
+    #[error(
+        "entry {index}: storage offset {storage_offset:#x} is not a multiple of the checksum unit {unit}"
+    )]
+    ChecksumMisaligned {
+        /// Entry position.
+        index: usize,
+        /// Its storage offset.
+        storage_offset: u64,
+        /// The checksum unit.
+        unit: u64,
+    },
+    /// A checksum table covers less of its data file than the entries use.
+    #[error("checksums of build {build} cover {covered} bytes, the entries use {needed}")]
+    ChecksumsShort {
+        /// The build.
+        build: Uuid,
+        /// Bytes the table covers.
+        covered: u64,
+        /// Bytes the entries' storage ranges reach.
+        needed: u64,
+    },
+    /// A checksum table for a build no entry references (nil included).
+    #[error("checksum table of build {build}, which no entry references")]
+    ChecksumsUnreferenced {
+        /// The build.
+        build: Uuid,
     },
     /// An entry's storage range runs past `u64::MAX`.
     #[error("entry {index}: storage offset {storage_offset:#x} + length {length:#x} overflows")]

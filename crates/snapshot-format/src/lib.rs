@@ -6,10 +6,13 @@
 //! - [`Header::lookup`], [`Header::read_plan`]: resolving logical offsets.
 //! - [`Diff`], [`merge`], [`normalise`], [`Header::next_generation`]: generations.
 //! - [`Header::encode_native`], [`Header::encode_e2b`], [`Header::decode`]: the codecs.
-//! - [`LayeredSource`]: zero-copy bytes of a page range out of `mmap`ed data files.
+//! - [`DataChecksums`]: a CRC32 per unit of a data file, carried in native headers.
+//! - [`LayeredSource`]: bytes of a page range out of the data files, verified against the
+//!   checksums where the header has them; [`LayeredSource::read_resident`] never blocks.
 //! - [`write_diff`], [`write_generation_zero`]: producing data files and headers.
 //! - [`snapshot_dir`]: the on-disk directory layout the CLI validates.
 
+mod checksums;
 mod codec;
 mod error;
 mod model;
@@ -19,6 +22,7 @@ mod source;
 pub mod working_set;
 mod writer;
 
+pub use checksums::{DataChecksums, MAX_CHECKSUM_UNIT, MAX_CHECKSUMS, checksum_unit};
 pub use codec::{E2B_ENTRY_LEN, E2B_METADATA_LEN, HeaderFormat, NATIVE_MAGIC, NATIVE_VERSION};
 pub use error::{Error, InvalidHeader, Result};
 pub use model::{DEFAULT_HEADER_VERSION, Header, Mapping, Metadata};

@@ -3,9 +3,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::checksums::DataChecksums;
 use crate::error::{InvalidHeader, Result};
 use crate::ops::lookup::LookupIndex;
-use crate::ops::validate::{Coverage, check_entries, check_metadata};
+use crate::ops::validate::{Coverage, check_checksums, check_entries, check_metadata};
 
 /// Header version written by default; E2B's orchestrator uses 1 to 3 for the same layout.
 pub const DEFAULT_HEADER_VERSION: u16 = 3;
@@ -105,6 +106,10 @@ impl Mapping {
 /// sorted, non-overlapping, block-aligned entries, within [`crate::MAX_SIZE`] and
 /// [`crate::MAX_ENTRIES`].
 ///
+/// It may carry a [`DataChecksums`] table for each build it references (see
+/// [`Header::new_with_checksums`]): sorted by build, one per build, with the unit of
+/// [`crate::checksum_unit`], covering every storage range of that build at unit-aligned offsets.
+///
 /// Every constructor checks these rules, so a `Header` that exists can be encoded and read back,
 /// and lookups need no further checks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +117,9 @@ impl Mapping {
 pub struct Header {
     metadata: Metadata,
     entries: Vec<Mapping>,
+    /// Sorted by build id, one per build; empty for E2B headers and native version 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    checksums: Vec<DataChecksums>,
     /// Derived from `entries`; speeds up lookups.
     #[serde(skip)]
     index: LookupIndex,
@@ -122,27 +130,86 @@ pub struct Header {
 struct UncheckedHeader {
     metadata: Metadata,
     entries: Vec<Mapping>,
+    #[serde(default)]
+    checksums: Vec<DataChecksums>,
 }
 
 impl TryFrom<UncheckedHeader> for Header {
     type Error = InvalidHeader;
 
     fn try_from(raw: UncheckedHeader) -> Result<Self, InvalidHeader> {
-        Header::new(raw.metadata, raw.entries)
+        Header::new_with_checksums(raw.metadata, raw.entries, raw.checksums)
     }
 }
 
 impl Header {
     /// Validates `entries` against `metadata` and builds the header.
     pub fn new(metadata: Metadata, entries: Vec<Mapping>) -> Result<Self, InvalidHeader> {
+        Header::new_with_checksums(metadata, entries, Vec::new())
+    }
+
+    /// [`Header::new`] with a checksum table per build that has one. The tables must be sorted
+    /// by build id with no build twice, each for a build the entries reference, with the unit
+    /// [`crate::checksum_unit`]`(block_size)`, and cover every storage range of their build,
+    /// which must start on a unit boundary; at most [`crate::MAX_CHECKSUMS`] in all.
+    pub fn new_with_checksums(
+        metadata: Metadata,
+        entries: Vec<Mapping>,
+        checksums: Vec<DataChecksums>,
+    ) -> Result<Self, InvalidHeader> {
         check_metadata(&metadata)?;
         check_entries(&metadata, &entries, Coverage::Full)?;
+        check_checksums(metadata.block_size, &entries, &checksums)?;
         let index = LookupIndex::build(metadata.block_size, metadata.size, &entries);
         Ok(Header {
             metadata,
             entries,
+            checksums,
             index,
         })
+    }
+
+    /// This header with `table` attached (replacing any table of the same build), checked as
+    /// [`Header::new_with_checksums`] checks it.
+    pub fn with_checksums(self, table: DataChecksums) -> Result<Self, InvalidHeader> {
+        let Header {
+            metadata,
+            entries,
+            mut checksums,
+            ..
+        } = self;
+        match checksums.binary_search_by_key(&table.build_id(), DataChecksums::build_id) {
+            Ok(at) => checksums[at] = table,
+            Err(at) => checksums.insert(at, table),
+        }
+        Header::new_with_checksums(metadata, entries, checksums)
+    }
+
+    /// The checksum tables, sorted by build id (empty for E2B and native version 1 headers).
+    pub fn checksums(&self) -> &[DataChecksums] {
+        &self.checksums
+    }
+
+    /// The checksum table of `build`'s data file, if the header carries one.
+    pub fn checksums_of(&self, build: Uuid) -> Option<&DataChecksums> {
+        self.checksums
+            .binary_search_by_key(&build, DataChecksums::build_id)
+            .ok()
+            .and_then(|at| self.checksums.get(at))
+    }
+
+    /// True when the header carries a checksum table for `build`'s data file, so its bytes
+    /// are verified on read (statistics say "checksums: none" when no build has one).
+    pub fn has_checksums(&self, build: Uuid) -> bool {
+        self.checksums_of(build).is_some()
+    }
+
+    /// This header without its checksum tables (what an E2B round trip gives).
+    pub fn without_checksums(self) -> Self {
+        Header {
+            checksums: Vec::new(),
+            ..self
+        }
     }
 
     /// Generation 0 of a plain memory image (a Firecracker memory file with no header): one entry
@@ -191,7 +258,8 @@ impl Header {
         &self.index
     }
 
-    /// Takes the header apart.
+    /// Takes the header apart (its checksum tables, if any, are dropped; see
+    /// [`Header::checksums`]).
     pub fn into_parts(self) -> (Metadata, Vec<Mapping>) {
         (self.metadata, self.entries)
     }

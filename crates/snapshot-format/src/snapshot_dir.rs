@@ -19,7 +19,7 @@ use crate::codec::HeaderFormat;
 use crate::error::{Error, Result};
 use crate::model::Header;
 use crate::source::LayeredSource;
-use crate::{E2B_ENTRY_LEN, E2B_METADATA_LEN, MAX_ENTRIES};
+use crate::{E2B_ENTRY_LEN, E2B_METADATA_LEN, MAX_CHECKSUMS, MAX_ENTRIES};
 
 /// File name of the header inside a snapshot directory.
 pub const HEADER_FILE: &str = "header";
@@ -28,8 +28,11 @@ pub const HEADER_FILE: &str = "header";
 pub const DATA_SUFFIX: &str = ".data";
 
 /// Largest header file accepted: [`MAX_ENTRIES`] entries in the larger (native) encoding, whose
-/// fixed part (80 bytes before the entries, 4 after) is longer than E2B's 64.
-pub const MAX_HEADER_FILE_LEN: u64 = 84 + MAX_ENTRIES * E2B_ENTRY_LEN as u64;
+/// fixed part (80 bytes before the entries, 8 + 4 after) is longer than E2B's 64, with a
+/// checksum table (32 bytes before its CRCs) for each build, at most one per entry, and
+/// [`MAX_CHECKSUMS`] CRCs of 4 bytes.
+pub const MAX_HEADER_FILE_LEN: u64 =
+    92 + MAX_ENTRIES * E2B_ENTRY_LEN as u64 + MAX_ENTRIES * 32 + MAX_CHECKSUMS * 4;
 
 /// Path of build `build`'s data file in `dir`.
 pub fn data_path(dir: &Path, build: Uuid) -> PathBuf {

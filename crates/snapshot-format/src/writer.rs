@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 use uuid::Uuid;
 
 use crate::MAX_ENTRIES;
+use crate::checksums::{ChecksummingWriter, DataChecksums, MAX_CHECKSUMS, checksum_unit};
 use crate::error::{Error, InvalidHeader, Result};
 use crate::model::{Header, Mapping, Metadata};
 use crate::ops::diff::Diff;
@@ -63,6 +64,10 @@ impl MemoryImage for File {
 ///
 /// The header is built, and so checked against every limit a reader enforces, before any data
 /// is written. Encoding and storing it is the caller's (see [`crate::snapshot_dir`]).
+///
+/// The header carries the checksums of the new data file (computed as it is written, one
+/// CRC32 per [`crate::checksum_unit`]) and keeps those of the parent's builds it still
+/// references ([`Header::next_generation`]).
 pub fn write_diff<I, W>(
     image: &I,
     parent: &Header,
@@ -86,6 +91,19 @@ where
     }
     let diff = Diff::from_page_sets(build_id, parent.block_size(), parent.size(), dirty, empty)?;
     let header = parent.next_generation(&diff)?;
+    let unit = checksum_unit(parent.block_size());
+    // The new table's length is known now: a header no reader would accept is refused before
+    // any byte is written.
+    let kept: u64 = header
+        .checksums()
+        .iter()
+        .map(|t| t.crcs().len() as u64)
+        .sum();
+    let count = kept.saturating_add(diff.data_len().div_ceil(unit));
+    if count > MAX_CHECKSUMS {
+        return Err(too_many_checksums(count));
+    }
+    let mut data = ChecksummingWriter::new(data, unit);
     let mut buf = vec![0u8; WINDOW.min(diff.data_len() as usize)];
     for entry in diff.entries().iter().filter(|e| e.build_id == build_id) {
         let mut done = 0u64;
@@ -100,7 +118,24 @@ where
             done += len as u64;
         }
     }
-    Ok(header)
+    with_table(header, data.finish(build_id))
+}
+
+fn too_many_checksums(count: u64) -> Error {
+    InvalidHeader::TooManyChecksums {
+        count,
+        limit: MAX_CHECKSUMS,
+    }
+    .into()
+}
+
+/// `header` with the checksum table of its own build's new data file, when it references it
+/// (a diff with no dirty page, or an all-zero image, writes no data and needs no table).
+fn with_table(header: Header, table: DataChecksums) -> Result<Header> {
+    if table.crcs().is_empty() {
+        return Ok(header);
+    }
+    Ok(header.with_checksums(table)?)
 }
 
 /// Writes generation 0 of build `build_id` from a full memory image (a Firecracker memory
@@ -110,6 +145,9 @@ where
 /// blocks, back to back in ascending offset order. The image's length must be a multiple of
 /// `block_size` and within [`crate::MAX_SIZE`]. Memory use is bounded (1 MiB buffers) whatever
 /// the block size. Data goes out one block at a time: give a `BufWriter` when `data` is a file.
+/// The header carries the data file's checksums, computed as it is written; an image with
+/// more non-zero data than [`crate::MAX_CHECKSUMS`] units (1 TiB at 4 KiB) is refused as soon
+/// as the writer gets there.
 pub fn write_generation_zero<I, W>(
     image: &I,
     block_size: u64,
@@ -133,6 +171,7 @@ where
     // A block is read in pieces of at most WINDOW bytes; the pieces of a block before its first
     // non-zero byte are all zero, so they need not be kept: zeros are written in their place.
     let piece_len = block_size.min(WINDOW as u64) as usize;
+    let mut data = ChecksummingWriter::new(data, checksum_unit(block_size));
     let mut window = vec![0u8; (WINDOW as u64).min(size) as usize];
     let zeros = vec![0u8; piece_len];
     let mut entries: Vec<Mapping> = Vec::new();
@@ -152,7 +191,7 @@ where
             } else {
                 if !block.non_zero {
                     block.non_zero = true;
-                    write_zeros(data, &zeros, block.zero_prefix)?;
+                    write_zeros(&mut data, &zeros, block.zero_prefix)?;
                 }
                 data.write_all(piece)
                     .map_err(|e| Error::io("writing the generation 0 data file", e))?;
@@ -168,6 +207,9 @@ where
                     Mapping::zero(offset, block_size)
                 };
                 push_joined(&mut entries, entry);
+                if data.count() > MAX_CHECKSUMS {
+                    return Err(too_many_checksums(data.count()));
+                }
                 if entries.len() as u64 > MAX_ENTRIES {
                     // Stop early rather than build a mapping no reader would accept.
                     return Err(InvalidHeader::TooManyEntries {
@@ -181,7 +223,8 @@ where
         }
         position += len as u64;
     }
-    Ok(Header::new(metadata, entries)?)
+    let header = Header::new(metadata, entries)?;
+    with_table(header, data.finish(build_id))
 }
 
 /// Progress through the current block.

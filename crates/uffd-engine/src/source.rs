@@ -73,9 +73,15 @@ impl PageSource for LayeredSource {
         header_extent(self.header(), offset, max_len)
     }
 
-    /// `pread` of the data files: a truncated file is an error, never SIGBUS.
+    /// `pread` of the data files, verified against the header's checksums where it has them:
+    /// a truncated or changed file is an error, never SIGBUS or wrong bytes.
     fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
         LayeredSource::read_into(self, offset, buf).map_err(|e| SourceError(e.to_string()))
+    }
+
+    /// `preadv2(RWF_NOWAIT)`: the page cache only, verified the same way.
+    fn read_resident(&self, offset: u64, buf: &mut [u8]) -> Result<bool, SourceError> {
+        LayeredSource::read_resident(self, offset, buf).map_err(|e| SourceError(e.to_string()))
     }
 }
 

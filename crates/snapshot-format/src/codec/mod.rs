@@ -14,9 +14,10 @@ use crate::model::{Header, Mapping};
 /// The two header encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HeaderFormat {
-    /// This crate's format: magic, version, explicit entry count, CRC32.
+    /// This crate's format: magic, version, explicit entry count, data checksum tables, CRC32.
     Native,
     /// E2B's orchestrator layout, versions 1 to 3 (uncompressed): metadata then entries to EOF.
+    /// It has no place for data checksums: encoding drops them, decoding gives none.
     E2b,
 }
 
@@ -77,6 +78,11 @@ impl<'a> Cursor<'a> {
             self.bytes = rest;
         }
         out
+    }
+
+    /// Skips `n` bytes (all that is left if fewer).
+    fn skip(&mut self, n: usize) {
+        self.bytes = self.bytes.get(n..).unwrap_or_default();
     }
 
     fn u16(&mut self) -> u16 {

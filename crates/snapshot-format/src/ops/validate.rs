@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
+use crate::checksums::{DataChecksums, MAX_CHECKSUMS, checksum_unit, covered_len_ok};
 use crate::error::{Error, InvalidHeader, Result};
 use crate::model::{Header, Metadata};
 use crate::{MAX_BLOCK_SIZE, MAX_ENTRIES, MAX_SIZE, MIN_BLOCK_SIZE, Mapping};
@@ -127,6 +128,75 @@ pub(crate) fn check_entries_in(
     }
     if coverage == Coverage::Full && covered != size {
         return Err(InvalidHeader::Incomplete { covered, size });
+    }
+    Ok(())
+}
+
+/// Checks checksum tables against a validated full mapping: sorted by build with no repeats,
+/// each for a referenced build, with the header's unit, within [`MAX_CHECKSUMS`] in all, and
+/// covering every storage range of its build, which must start on a unit boundary (lengths
+/// are whole blocks, so whole units).
+pub(crate) fn check_checksums(
+    block_size: u64,
+    entries: &[Mapping],
+    tables: &[DataChecksums],
+) -> Result<(), InvalidHeader> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let unit = checksum_unit(block_size);
+    let mut total = 0u64;
+    for (index, table) in tables.iter().enumerate() {
+        let build = table.build_id();
+        if index > 0 && tables[index - 1].build_id() >= build {
+            return Err(InvalidHeader::ChecksumOrder { index, build });
+        }
+        if table.unit() != unit {
+            return Err(InvalidHeader::ChecksumUnit {
+                build,
+                unit: table.unit(),
+                expected: unit,
+            });
+        }
+        total = total.saturating_add(table.crcs().len() as u64);
+        if total > MAX_CHECKSUMS || !covered_len_ok(table.covered_len()) {
+            return Err(InvalidHeader::TooManyChecksums {
+                count: total,
+                limit: MAX_CHECKSUMS,
+            });
+        }
+    }
+    let mut referenced = vec![false; tables.len()];
+    for (index, entry) in entries.iter().enumerate() {
+        if entry.is_zero() {
+            continue;
+        }
+        let Ok(at) = tables.binary_search_by_key(&entry.build_id, DataChecksums::build_id) else {
+            continue;
+        };
+        referenced[at] = true;
+        if entry.storage_offset % unit != 0 {
+            return Err(InvalidHeader::ChecksumMisaligned {
+                index,
+                storage_offset: entry.storage_offset,
+                unit,
+            });
+        }
+        // Validated entries: storage_offset + length does not overflow.
+        let needed = entry.storage_offset + entry.length;
+        let covered = tables[at].covered_len();
+        if needed > covered {
+            return Err(InvalidHeader::ChecksumsShort {
+                build: entry.build_id,
+                covered,
+                needed,
+            });
+        }
+    }
+    if let Some(at) = referenced.iter().position(|r| !r) {
+        return Err(InvalidHeader::ChecksumsUnreferenced {
+            build: tables[at].build_id(),
+        });
     }
     Ok(())
 }

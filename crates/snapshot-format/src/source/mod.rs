@@ -1,11 +1,12 @@
-//! The layered source: bytes of any logical range, served from `mmap`ed build data files.
+//! The layered source: bytes of any logical range, served from `mmap`ed build data files or
+//! read with `pread` and verified against the header's data checksums.
 
 mod mapped;
+mod read;
 mod sparse;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -86,6 +87,13 @@ struct BuildFile {
     /// Its size and modification time when opened.
     opened: FileStamp,
     data: Bytes,
+    /// Index of its checksum table in the header's, if it has one: its reads are verified
+    /// against it instead of checking the file is unchanged.
+    table: Option<usize>,
+    /// Whether its file system answers page-cache-only reads (`RWF_NOWAIT`; tmpfs does not).
+    nowait: bool,
+    /// Whether its file system keeps its pages in memory (tmpfs, ramfs): reads never wait.
+    in_memory: bool,
 }
 
 /// What identifies a file's contents cheaply: its size and modification time (`fstat` of
@@ -133,7 +141,9 @@ impl BuildFile {
 impl LayeredSource {
     /// Maps the data file of every build `header` references (`files`: build UUID -> path;
     /// extra builds are ignored) and checks each is long enough for the storage ranges placed in
-    /// it: [`Error::MissingBuildFile`] or [`Error::DataFileTooShort`] otherwise.
+    /// it: [`Error::MissingBuildFile`] or [`Error::DataFileTooShort`] otherwise. A file with a
+    /// checksum table must be exactly as long as the table describes: [`Error::DataFileLength`]
+    /// otherwise (it was truncated or extended since it was written).
     pub fn open(header: Header, files: &HashMap<Uuid, PathBuf>) -> Result<Self> {
         let mut mapped = Vec::new();
         let mut file_index: HashMap<Uuid, u32> = HashMap::new();
@@ -149,8 +159,24 @@ impl LayeredSource {
                     actual,
                 });
             }
+            let table = header
+                .checksums()
+                .binary_search_by_key(&build, crate::DataChecksums::build_id)
+                .ok();
+            if let Some(checksums) = table.and_then(|at| header.checksums().get(at))
+                && checksums.covered_len() != actual
+            {
+                return Err(Error::DataFileLength {
+                    build,
+                    path: path.clone(),
+                    expected: checksums.covered_len(),
+                    actual,
+                });
+            }
             // Entries are capped at 2^26, so build indexes fit in u32 below NO_FILE.
             file_index.insert(build, mapped.len() as u32);
+            let nowait = read::answers_nowait(&file, actual);
+            let in_memory = read::in_memory(&file);
             let opened = FileStamp::of(&file)
                 .map_err(|e| Error::io(format!("inspecting data file {}", path.display()), e))?;
             mapped.push(BuildFile {
@@ -159,6 +185,9 @@ impl LayeredSource {
                 file: Arc::new(file),
                 opened,
                 data,
+                table,
+                nowait,
+                in_memory,
             });
         }
         let entry_file = header
@@ -216,7 +245,10 @@ impl LayeredSource {
     ///
     /// A data piece comes only from a file still as it was when opened (size and modification
     /// time, one `fstat`): [`Error::FileChanged`] otherwise, so bytes of a file rewritten or
-    /// truncated underneath are never handed out.
+    /// truncated underneath are never handed out. The slice is not checked against the data
+    /// checksums (that would mean reading the mapping here, where a lost page raises SIGBUS):
+    /// a caller that must serve only verified bytes reads with [`LayeredSource::read_into`]
+    /// or [`LayeredSource::read_resident`].
     #[inline]
     pub fn chunk(&self, offset: u64, max_len: u64) -> Result<Chunk<'_>> {
         Ok(match self.locate(offset, max_len)? {
@@ -246,45 +278,6 @@ impl LayeredSource {
             segments.push(segment);
         }
         Ok(segments)
-    }
-
-    /// Copies `[offset, offset + buf.len())` into `buf` (zeros where the mapping says zero).
-    ///
-    /// Reads the data files with `pread`, never through the mapping: a file truncated or
-    /// failing underneath is an [`Error::Io`] naming it (a short read is `UnexpectedEof`),
-    /// where touching the mapping would raise SIGBUS.
-    pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.header.read_plan(offset, buf.len() as u64)?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let rest = &mut buf[done..];
-            let at = offset + done as u64;
-            done += match self.locate(at, rest.len() as u64)? {
-                Piece::Zero(len) => {
-                    rest[..len as usize].fill(0);
-                    len as usize
-                }
-                Piece::File(file, range) => {
-                    file.check_unchanged()?;
-                    let len = range.len();
-                    file.file
-                        .read_exact_at(&mut rest[..len], range.start as u64)
-                        .map_err(|e| {
-                            Error::io(
-                                format!(
-                                    "reading {len} bytes at {:#x} of data file {} (image offset \
-                                     {at:#x})",
-                                    range.start,
-                                    file.path.display()
-                                ),
-                                e,
-                            )
-                        })?;
-                    len
-                }
-            };
-        }
-        Ok(())
     }
 
     /// Resolves the run at `offset` (at most `max_len` bytes) to a zero run or a checked byte

@@ -38,9 +38,9 @@ fn fix_crc(bytes: &mut [u8]) {
 #[test]
 fn layout_is_as_documented() {
     let bytes = sample().encode_native();
-    assert_eq!(bytes.len(), 84 + 3 * 40);
+    assert_eq!(bytes.len(), 84 + 3 * 40 + 8);
     assert_eq!(&bytes[..8], b"UFSNAPHD");
-    assert_eq!(&bytes[8..10], &1u16.to_le_bytes());
+    assert_eq!(&bytes[8..10], &2u16.to_le_bytes());
     assert_eq!(&bytes[10..12], &3u16.to_le_bytes());
     assert_eq!(&bytes[12..16], &[0; 4]);
     assert_eq!(&bytes[16..24], &4096u64.to_le_bytes());
@@ -55,6 +55,8 @@ fn layout_is_as_documented() {
     assert_eq!(&e[8..16], &0x1000u64.to_le_bytes());
     assert_eq!(&e[16..32], build(2).as_bytes());
     assert_eq!(&e[32..40], &0x5000u64.to_le_bytes());
+    // No checksum tables.
+    assert_eq!(&bytes[200..208], &0u64.to_le_bytes());
     let crc = crc32fast::hash(&bytes[..bytes.len() - 4]);
     assert_eq!(&bytes[bytes.len() - 4..], &crc.to_le_bytes());
     assert_eq!(HeaderFormat::detect(&bytes), HeaderFormat::Native);
@@ -82,13 +84,15 @@ fn rejects_wrong_magic_version_and_reserved() {
         Header::decode_native(&bytes),
         Err(Error::BadMagic { found }) if found[0] == b'X'
     ));
-    let mut bytes = good.clone();
-    bytes[8] = 2;
-    fix_crc(&mut bytes);
-    assert!(matches!(
-        Header::decode_native(&bytes),
-        Err(Error::UnsupportedVersion { version: 2, .. })
-    ));
+    for version in [0u8, 3] {
+        let mut bytes = good.clone();
+        bytes[8] = version;
+        fix_crc(&mut bytes);
+        assert!(matches!(
+            Header::decode_native(&bytes),
+            Err(Error::UnsupportedVersion { version: v, .. }) if v == u64::from(version)
+        ));
+    }
     let mut bytes = good.clone();
     bytes[10] = 9;
     fix_crc(&mut bytes);

@@ -8,8 +8,8 @@ use std::io;
 
 use proptest::prelude::*;
 use snapshot_format::{
-    Error, Header, InvalidHeader, LayeredSource, MAX_SIZE, MemoryImage, snapshot_dir, write_diff,
-    write_generation_zero,
+    Error, Header, InvalidHeader, LayeredSource, MAX_CHECKSUMS, MAX_SIZE, MemoryImage,
+    snapshot_dir, write_diff, write_generation_zero,
 };
 use test_support::{HUGE, PAGE, TestDir};
 
@@ -121,6 +121,21 @@ fn kf35_write_enforces_the_read_limits() {
         Header::full_image(build(1), PAGE, MAX_SIZE + PAGE),
         Err(InvalidHeader::SizeTooLarge { .. })
     ));
+}
+
+/// A diff whose checksum table would pass [`MAX_CHECKSUMS`] is refused before a byte is read
+/// or written (2 TiB dirty at 4 KiB units is 2^29 checksums).
+#[test]
+fn write_diff_refuses_more_checksums_than_a_reader_accepts_before_writing() {
+    let size = 2u64 << 40;
+    let h = Header::full_image(build(1), PAGE, size).unwrap();
+    let mut data = Vec::new();
+    assert!(matches!(
+        write_diff(&Claimed(size), &h, build(2), &[0..size], &[], &mut data),
+        Err(Error::Invalid(InvalidHeader::TooManyChecksums { count, limit }))
+            if count == 1 << 29 && limit == MAX_CHECKSUMS
+    ));
+    assert!(data.is_empty());
 }
 
 #[test]
