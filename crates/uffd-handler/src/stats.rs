@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::cli::PrefetchMode;
 use super::generation::SnapshotSummary;
-use uffd_engine::{MetricsSnapshot, PrefetchReport};
+use uffd_engine::{FaultTimeline, MetricsSnapshot, PrefetchReport};
 
 /// Everything the daemon reports.
 #[derive(Debug, Clone, Serialize)]
@@ -22,8 +22,8 @@ pub(crate) struct Stats {
     pub uptime_s: f64,
     /// The VMM being (or last) served.
     pub vmm: Option<VmmStats>,
-    /// From the start of serving (right after the handshake) to the first demand fault served,
-    /// in milliseconds (sampled every millisecond).
+    /// From the start of serving (the engine's start, right after the handshake) to the end
+    /// of the first demand fault's service, in milliseconds.
     pub time_to_first_fault_ms: Option<f64>,
     /// The engine's counters and service latencies.
     pub metrics: Option<MetricsSnapshot>,
@@ -31,6 +31,9 @@ pub(crate) struct Stats {
     pub pages: Option<PageCounts>,
     /// Background prefetch.
     pub prefetch: PrefetchStats,
+    /// Whether the prefetch guessed right: precision and recall against the pages the guest
+    /// touched, or why they are unknown.
+    pub prefetch_accuracy: PrefetchAccuracy,
     /// Generations written by `snapshot`.
     pub generations_written: u64,
     /// The last one.
@@ -42,6 +45,9 @@ pub(crate) struct Stats {
 /// The VMM served.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct VmmStats {
+    /// The daemon's number for this VMM's session (1 for the first VMM served): the `vmm`
+    /// label of the metrics endpoint.
+    pub session: u64,
     /// Its pid.
     pub pid: i32,
     /// Its uid.
@@ -109,8 +115,34 @@ pub(crate) struct PrefetchStats {
     pub mode: PrefetchMode,
     /// Still running.
     pub running: bool,
+    /// Pages the prefetch order visits (each range's pages; a working-set page is visited
+    /// twice, once in the working set and once in the sweep of the rest); 0 without prefetch.
+    pub total_pages: u64,
     /// The final report, once done.
     pub report: Option<PrefetchReport>,
+}
+
+/// Prefetch precision (the share of prefetched pages the guest used) and recall (the share
+/// of the pages the guest touched that prefetch had installed), or why they are unknown.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PrefetchAccuracy {
+    /// Prefetched pages the guest touched / pages prefetched.
+    pub precision: Option<f64>,
+    /// Prefetched pages the guest touched / pages the guest touched.
+    pub recall: Option<f64>,
+    /// Why they are unknown, when they are.
+    pub unknown: Option<String>,
+}
+
+impl PrefetchAccuracy {
+    /// Unknown, for `reason`.
+    pub(crate) fn unknown(reason: impl Into<String>) -> Self {
+        PrefetchAccuracy {
+            precision: None,
+            recall: None,
+            unknown: Some(reason.into()),
+        }
+    }
 }
 
 /// The exit code and reason.
@@ -207,6 +239,7 @@ impl Stats {
                     m.latency_samples
                 ),
             )?;
+            row(out, "faults per 10 ms (first 5 s)", timeline(&m.timeline))?;
         }
         if let Some(p) = &self.pages {
             row(
@@ -248,6 +281,13 @@ impl Stats {
             "prefetch",
             format!("{} ({prefetch})", mode_name(self.prefetch.mode)),
         )?;
+        let accuracy = &self.prefetch_accuracy;
+        let accuracy = match (accuracy.precision, accuracy.recall, &accuracy.unknown) {
+            (Some(p), Some(r), _) => format!("{:.1}% / {:.1}%", p * 100.0, r * 100.0),
+            (_, _, Some(why)) => format!("unknown: {why}"),
+            _ => "unknown".to_string(),
+        };
+        row(out, "prefetch precision / recall", accuracy)?;
         row(
             out,
             "generations written",
@@ -271,6 +311,35 @@ impl Stats {
         }
         Ok(())
     }
+}
+
+/// The timeline in one line: the faults of each 10 ms bucket up to the last fault, runs of
+/// empty buckets shortened (`12 40 3 .x5 1`: five empty buckets), then those after 5 s.
+fn timeline(t: &FaultTimeline) -> String {
+    let buckets = t.until_last_fault();
+    if buckets.is_empty() && t.after == 0 {
+        return "none".into();
+    }
+    let mut parts: Vec<String> = Vec::new();
+    let mut empty = 0;
+    for &n in buckets {
+        if n == 0 {
+            empty += 1;
+            continue;
+        }
+        match empty {
+            0 => {}
+            1 => parts.push("0".into()),
+            _ => parts.push(format!(".x{empty}")),
+        }
+        empty = 0;
+        parts.push(n.to_string());
+    }
+    let mut line = parts.join(" ");
+    if t.after > 0 {
+        line.push_str(&format!(" (+{} after 5 s)", t.after));
+    }
+    line
 }
 
 fn mode_name(mode: PrefetchMode) -> &'static str {
@@ -318,6 +387,7 @@ mod tests {
             state: "finished",
             uptime_s: 1.5,
             vmm: Some(VmmStats {
+                session: 1,
                 pid: 7,
                 uid: 0,
                 regions: 2,
@@ -332,8 +402,10 @@ mod tests {
             prefetch: PrefetchStats {
                 mode: PrefetchMode::All,
                 running: false,
+                total_pages: 2048,
                 report: Some(PrefetchReport::default()),
             },
+            prefetch_accuracy: PrefetchAccuracy::unknown("no idle page tracking"),
             generations_written: 0,
             last_snapshot: None,
             outcome: Some(OutcomeStats {
@@ -344,11 +416,28 @@ mod tests {
         let mut out = Vec::new();
         stats.write_table(&mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        for needle in ["8.0 MiB in 2 region(s)", "1.2 ms", "prefetch", "exit"] {
+        for needle in [
+            "8.0 MiB in 2 region(s)",
+            "1.2 ms",
+            "prefetch",
+            "exit",
+            "unknown: no idle page tracking",
+        ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }
         let json = serde_json::to_value(&stats).unwrap();
         assert_eq!(json["prefetch"]["mode"], "all");
         assert_eq!(json["vmm"]["pid"], 7);
+    }
+
+    #[test]
+    fn the_timeline_line_shortens_empty_runs() {
+        let mut t = FaultTimeline::default();
+        t.faults[0] = 12;
+        t.faults[2] = 3;
+        t.faults[8] = 1;
+        t.after = 4;
+        assert_eq!(timeline(&t), "12 0 3 .x5 1 (+4 after 5 s)");
+        assert_eq!(timeline(&FaultTimeline::default()), "none");
     }
 }
