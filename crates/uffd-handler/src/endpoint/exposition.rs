@@ -192,11 +192,10 @@ impl Collector for StatsCollector {
                 ("vmm", vmm.session.to_string()),
                 ("pid", vmm.pid.to_string()),
                 ("uid", vmm.uid.to_string()),
-                ("state", s.state.to_string()),
             ];
             let mut family = encoder.encode_descriptor(
                 "vmm",
-                "The VMM a vmm label stands for (its pid and uid) and the daemon's state",
+                "The VMM a vmm label stands for: its pid and uid",
                 None,
                 MetricType::Info,
             )?;
@@ -206,6 +205,12 @@ impl Collector for StatsCollector {
             encoder,
             vmm: [("vmm", vmm.session.to_string())],
         };
+        f.gauge(
+            "vmm_serving",
+            "1 while the VMM is served, 0 once its session ended",
+            None,
+            i64::from(vmm.end.is_none()),
+        )?;
         f.gauge(
             "guest_memory",
             "Guest memory (the snapshot image) size",
