@@ -30,21 +30,21 @@ pub(crate) fn prefetch_accuracy(mode: PrefetchMode, page_size: u64) -> PrefetchA
     }
     if page_size > BASE_PAGE {
         return PrefetchAccuracy::unknown(format!(
-            "the guest memory is hugetlb ({} KiB pages): idle page tracking, the kernel's only \
-             per-page view of accessed bits, does not cover hugetlb pages",
+            "hugetlb guest memory ({} KiB pages): idle page tracking, the kernel's only \
+             per-page view of accessed bits, does not cover hugetlb",
             page_size >> 10
         ));
     }
     if !Path::new(PAGE_IDLE_BITMAP).exists() {
         return PrefetchAccuracy::unknown(format!(
-            "this kernel has no idle page tracking ({PAGE_IDLE_BITMAP} is absent: \
-             CONFIG_IDLE_PAGE_TRACKING is off), so a prefetched page the guest used cannot be \
-             told from one it never touched"
+            "no idle page tracking in this kernel ({PAGE_IDLE_BITMAP} absent: \
+             CONFIG_IDLE_PAGE_TRACKING off); without accessed bits a used prefetched page \
+             cannot be told from an unused one"
         ));
     }
     PrefetchAccuracy::unknown(format!(
-        "{PAGE_IDLE_BITMAP} is present but this daemon does not read it yet (the reading is \
-         untested: no test kernel had idle page tracking)"
+        "{PAGE_IDLE_BITMAP} is there but not read yet (the reading is not built: no test \
+         kernel had idle page tracking)"
     ))
 }
 

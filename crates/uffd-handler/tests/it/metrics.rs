@@ -217,6 +217,59 @@ fn the_scrape_agrees_with_the_json_stats_of_the_same_moment() {
     );
 }
 
+/// Between VMMs (`--keep-listening`) the endpoint serves the last VMM's final figures, the
+/// same as `stats`, with `uffd_vmm_serving` 0.
+#[test]
+fn between_vmms_the_last_final_figures_are_served() {
+    let dir = TestDir::new("metrics-between");
+    let memory = dir.join("memory");
+    std::fs::write(&memory, model_image(SEED, MIB, PAGE).bytes).unwrap();
+    let endpoint = dir.join("metrics.sock");
+    let daemon = Daemon::start(
+        &dir,
+        &[
+            "--memory-file",
+            path(&memory),
+            "--metrics",
+            path(&endpoint),
+            "--keep-listening",
+            "--accept-timeout",
+            "0",
+        ],
+    );
+    let vmm = start_vmm(&daemon, vec![MIB], false);
+    vmm.touch(Touch::read(0, 12 * PAGE, 1)).unwrap();
+    let live = scrape_unix(&endpoint);
+    assert_eq!(value(&live, "uffd_vmm_serving", &[("vmm", "1")]), 1.0);
+    assert!(vmm.exit().unwrap().success());
+    // The session's end is an ordering fact `stats` shows: state "waiting" after a VMM.
+    let deadline = Instant::now() + TIMEOUT;
+    let stats = loop {
+        let stats = daemon.control("stats");
+        if stats["state"] == "waiting" && stats["vmm"].is_object() {
+            break stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the session never ended: {stats:#}"
+        );
+        daemon.exited(Duration::from_millis(10));
+    };
+    let scrape = scrape_unix(&endpoint);
+    assert_eq!(value(&scrape, "uffd_vmm_serving", &[("vmm", "1")]), 0.0);
+    assert_eq!(
+        value(&scrape, "uffd_fault_messages_total", &[("vmm", "1")]),
+        stats["metrics"]["faults"].as_u64().unwrap() as f64
+    );
+    assert_eq!(
+        value(&scrape, "uffd_pages", &[("vmm", "1"), ("state", "clean")]),
+        stats["pages"]["clean"].as_u64().unwrap() as f64
+    );
+    daemon.control("stop");
+    let (status, stderr) = daemon.wait(TIMEOUT);
+    assert_eq!(exit_code(status, &stderr), 0, "{stderr}");
+}
+
 /// The port the daemon's log says it bound (`--metrics 127.0.0.1:0`).
 fn bound_port(daemon: &Daemon) -> u16 {
     let deadline = Instant::now() + TIMEOUT;
