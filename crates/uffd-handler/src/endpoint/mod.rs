@@ -8,6 +8,7 @@
 //! closes. A connection that sends nothing within the idle timeout is closed.
 
 mod exposition;
+mod families;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
