@@ -110,7 +110,7 @@ impl Metrics {
 
     /// Records one fault served in `elapsed`: its latency, the stall time, the timeline's
     /// bucket of now and, for the first, the time to first fault served. Reads the clock once
-    /// more for the timeline (a vDSO read, tens of nanoseconds against microseconds a fault).
+    /// more for the timeline (a vDSO read).
     pub(crate) fn record_latency(&self, elapsed: Duration) {
         self.record(elapsed, self.started.elapsed());
     }
