@@ -218,15 +218,25 @@ mod tests {
     }
 
     #[test]
-    fn the_timeline_line_shortens_empty_runs() {
+    fn the_timeline_line_is_finer_where_a_restore_is_busiest() {
         use table::timeline;
         use uffd_engine::FaultTimeline;
         let mut t = FaultTimeline::default();
         t.faults[0] = 12;
         t.faults[2] = 3;
         t.faults[8] = 1;
+        assert_eq!(timeline(&t), "by 10 ms: 12 0 3 0 0 0 0 0 1");
+        // 100-199 ms and 300-399 ms summed; 1.5 s in the 1 s stage.
+        t.faults[15] = 2;
+        t.faults[19] = 3;
+        t.faults[35] = 1;
+        t.faults[150] = 7;
         t.after = 4;
-        assert_eq!(timeline(&t), "12 0 3 .x5 1 (+4 after 5 s)");
+        assert_eq!(
+            timeline(&t),
+            "by 10 ms: 12 0 3 0 0 0 0 0 1 0; by 100 ms: 5 0 1 0 0 0 0 0 0; by 1 s: 7; \
+             +4 after 5 s"
+        );
         assert_eq!(timeline(&FaultTimeline::default()), "none");
     }
 }

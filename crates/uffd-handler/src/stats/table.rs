@@ -158,33 +158,50 @@ impl Stats {
     }
 }
 
-/// The timeline in one line: the faults of each 10 ms bucket up to the last fault, runs of
-/// empty buckets shortened (`12 40 3 .x5 1`: five empty buckets), then those after 5 s.
+/// The timeline in one short line, finer where a restore is busiest: the first 100 ms by
+/// 10 ms, then to 1 s by 100 ms, then to 5 s by 1 s, each stage's buckets summed from the
+/// 10 ms ones and the line cut after the last fault; then the faults after 5 s.
+/// `by 10 ms: 12 40 3 0 0 1 0 0 0 0; by 100 ms: 5 0 2; +4 after 5 s`.
 pub(super) fn timeline(t: &FaultTimeline) -> String {
-    let buckets = t.until_last_fault();
-    if buckets.is_empty() && t.after == 0 {
+    let ten_ms = &t.faults;
+    // (label, buckets of 10 ms each stage's bucket sums, the stage's range of 10 ms buckets)
+    let stages: [(&str, usize, std::ops::Range<usize>); 3] = [
+        ("10 ms", 1, 0..10),
+        ("100 ms", 10, 10..100),
+        ("1 s", 100, 100..ten_ms.len()),
+    ];
+    let mut sums: Vec<(&str, Vec<u64>)> = stages
+        .iter()
+        .map(|(label, width, range)| {
+            let sums = ten_ms[range.clone()]
+                .chunks(*width)
+                .map(|c| c.iter().sum())
+                .collect();
+            (*label, sums)
+        })
+        .collect();
+    // Cut after the last fault: later stages empty, trailing empty buckets of the last.
+    while sums.last().is_some_and(|(_, s)| s.iter().all(|&n| n == 0)) {
+        sums.pop();
+    }
+    if let Some((_, last)) = sums.last_mut() {
+        let len = last.iter().rposition(|&n| n > 0).map_or(0, |i| i + 1);
+        last.truncate(len);
+    }
+    let mut parts: Vec<String> = sums
+        .iter()
+        .map(|(label, s)| {
+            let counts: Vec<String> = s.iter().map(u64::to_string).collect();
+            format!("by {label}: {}", counts.join(" "))
+        })
+        .collect();
+    if t.after > 0 {
+        parts.push(format!("+{} after 5 s", t.after));
+    }
+    if parts.is_empty() {
         return "none".into();
     }
-    let mut parts: Vec<String> = Vec::new();
-    let mut empty = 0;
-    for &n in buckets {
-        if n == 0 {
-            empty += 1;
-            continue;
-        }
-        match empty {
-            0 => {}
-            1 => parts.push("0".into()),
-            _ => parts.push(format!(".x{empty}")),
-        }
-        empty = 0;
-        parts.push(n.to_string());
-    }
-    let mut line = parts.join(" ");
-    if t.after > 0 {
-        line.push_str(&format!(" (+{} after 5 s)", t.after));
-    }
-    line
+    parts.join("; ")
 }
 
 fn mode_name(mode: PrefetchMode) -> &'static str {
