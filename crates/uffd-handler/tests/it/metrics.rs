@@ -330,6 +330,24 @@ fn a_loopback_endpoint_speaks_openmetrics_on_request_and_others_are_refused() {
     );
     let (head, _) = get(connect(), "/elsewhere", None);
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let mut post = connect();
+    write!(post, "POST /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    post.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    let mut head_request = connect();
+    write!(
+        head_request,
+        "HEAD /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    head_request.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\n"),
+        "a HEAD answer has no body: {answer}"
+    );
     assert!(vmm.exit().unwrap().success());
     let (status, stderr) = daemon.wait(TIMEOUT);
     assert_eq!(exit_code(status, &stderr), 0, "{stderr}");
