@@ -1,4 +1,5 @@
-//! The size, duration and fault-around flags: parsing never panics (no overflow, no slicing
+//! The size, duration, fault-around and metrics address flags, and the metrics endpoint's
+//! request lines: parsing never panics (no overflow, no slicing
 //! inside a character), and an accepted fault-around window is a power of two within the cap.
 #![no_main]
 
@@ -15,6 +16,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = parse::parse_size(text);
     let _ = parse::parse_duration(text);
+    if let Ok(parse::MetricsAddr::Tcp(addr)) = parse::parse_metrics_addr(text) {
+        assert!(addr.ip().is_loopback());
+    }
+    let _ = parse::parse_request_line(text);
     if let Ok(window) = parse::parse_fault_around(text) {
         for page in [4096, 2 << 20] {
             let pages = window.pages(page);

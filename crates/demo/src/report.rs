@@ -168,6 +168,8 @@ impl Report {
                 prefetch_time
             ),
         );
+        row("prefetch precision / recall", accuracy(s1));
+        row("faults per 10 ms (first 5 s)", timeline(m1));
         row(
             "balloon: given back, then read",
             format!(
@@ -234,6 +236,43 @@ impl Report {
             }
         );
     }
+}
+
+/// Prefetch precision and recall from the daemon's statistics, or why they are unknown.
+fn accuracy(stats: Option<&Value>) -> String {
+    let a = stats.and_then(|s| s.get("prefetch_accuracy"));
+    let figure = |key: &str| a.and_then(|a| a.get(key)).and_then(Value::as_f64);
+    match (figure("precision"), figure("recall")) {
+        (Some(p), Some(r)) => format!("{:.1}% / {:.1}%", p * 100.0, r * 100.0),
+        _ => {
+            let why = a
+                .and_then(|a| a.get("unknown"))
+                .and_then(Value::as_str)
+                .unwrap_or("no statistics");
+            format!("unknown: {why}")
+        }
+    }
+}
+
+/// The fault timeline's busiest bucket and its spread, from the daemon's statistics.
+fn timeline(metrics: Option<&Value>) -> String {
+    let t = metrics.and_then(|m| m.get("timeline"));
+    let faults: Vec<u64> = t
+        .and_then(|t| t.get("faults"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    let after = u(t, &["after"]);
+    let Some((busiest, peak)) = faults.iter().enumerate().max_by_key(|&(_, n)| *n) else {
+        return "no fault".into();
+    };
+    format!(
+        "{} in the first {} ms, peak {peak} at {}-{} ms; {after} after 5 s",
+        faults.iter().sum::<u64>(),
+        faults.len() * 10,
+        busiest * 10,
+        busiest * 10 + 10
+    )
 }
 
 /// An exit code as a number, or what ended the process instead.

@@ -29,7 +29,9 @@ pub use error::{EngineError, EngineExit, FatalError};
 pub use hooks::Hook;
 pub use hooks::HookPoint;
 pub use layout::{GuestLayout, GuestRegion, LayoutError};
-pub use metrics::MetricsSnapshot;
+pub use metrics::{
+    FaultTimeline, LatencyBuckets, MetricsSnapshot, TIMELINE_BUCKET, TIMELINE_BUCKETS,
+};
 pub use prefetch::{PrefetchHandle, PrefetchReport};
 pub use retry::RetryPolicy;
 pub use source::{Extent, PageSource, SourceError};

@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::exit::EXIT_CODES_HELP;
-pub(crate) use crate::parse::{FaultAround, parse_duration, parse_fault_around, parse_size};
+pub(crate) use crate::parse::{
+    FaultAround, MetricsAddr, parse_duration, parse_fault_around, parse_metrics_addr, parse_size,
+};
 
 /// `uffd-handler`: serves a microVM's guest memory from a snapshot, lazily, through the
 /// userfaultfd a Firecracker-compatible VMM hands over on a Unix socket.
@@ -110,6 +112,12 @@ pub(crate) struct ServeArgs {
     /// A control socket (mode 0600) taking line commands: `stats`, `snapshot`, `stop`.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+    /// Serve the metrics in the Prometheus text format (OpenMetrics on request) over HTTP at
+    /// `/metrics` on ADDR: a Unix socket path (anything with a `/`; mode 0600) or a loopback
+    /// `host:port` (`127.0.0.1:9100`, `[::1]:9100`, `localhost:9100`). Other hosts are refused:
+    /// the endpoint has no authentication.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    pub metrics: Option<MetricsAddr>,
     /// Also write the statistics at exit to FILE, as JSON.
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
@@ -197,6 +205,8 @@ mod tests {
         assert!(parse(&["--fault-around", "16"]).is_ok());
         assert!(parse(&["--fault-around", "64K"]).is_ok());
         assert!(parse(&["--fault-around", "12"]).is_err());
+        assert!(parse(&["--metrics", "127.0.0.1:9100"]).is_ok());
+        assert!(parse(&["--metrics", "0.0.0.0:9100"]).is_err());
         let cli = parse(&["--record-working-set"]).unwrap();
         let CliCommand::Serve(args) = cli.command;
         assert_eq!(args.record_working_set, Some(None));

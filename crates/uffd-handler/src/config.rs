@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use snapshot_format::{LayeredSource, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 
-use super::cli::{FaultAround, OnFatal, OnSignal, ParentFiles, PrefetchMode, ServeArgs};
+use super::cli::{
+    FaultAround, MetricsAddr, OnFatal, OnSignal, ParentFiles, PrefetchMode, ServeArgs,
+};
 use snapshot_format::working_set;
 use uffd_engine::EngineConfig;
 use uffd_handshake::PeerPolicy;
@@ -89,6 +91,8 @@ pub(crate) struct ServeConfig {
     pub(crate) fault_around: FaultAround,
     pub(crate) control: Option<PathBuf>,
     pub(crate) control_idle_timeout: Duration,
+    /// `--metrics`.
+    pub(crate) metrics: Option<MetricsAddr>,
     pub(crate) stats_json: Option<PathBuf>,
     pub(crate) keep_listening: bool,
     /// Test hook: the source fails for good after this many reads.
@@ -164,6 +168,7 @@ impl ServeConfig {
             fault_around: args.fault_around,
             control: args.control.clone(),
             control_idle_timeout: args.control_idle_timeout,
+            metrics: args.metrics.clone(),
             stats_json: args.stats_json.clone(),
             keep_listening: args.keep_listening,
             #[cfg(feature = "test-hooks")]

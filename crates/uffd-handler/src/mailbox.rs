@@ -1,4 +1,5 @@
-//! What the main loop hears from other threads (the engine's exit, control requests): a
+//! What the main loop hears from other threads (the engine's exit, control requests,
+//! scrapes): a
 //! channel plus an eventfd the main loop polls with its other fds.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -8,6 +9,7 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use rustix::event::{EventfdFlags, eventfd};
 
 use super::control::ControlRequest;
+use super::stats::Stats;
 use uffd_engine::EngineExit;
 
 /// A message for the main loop.
@@ -18,6 +20,8 @@ pub(crate) enum Message {
     Engine(u64, EngineExit),
     /// A control socket command.
     Control(ControlRequest),
+    /// A scrape of the metrics endpoint: the statistics of this moment go back on the channel.
+    Scrape(Sender<Box<Stats>>),
 }
 
 /// The main loop's end: poll [`Mailbox::as_fd`], then [`Mailbox::drain`].

@@ -16,12 +16,14 @@
 mod cli;
 mod config;
 mod control;
+mod endpoint;
 mod exit;
 #[cfg(feature = "test-hooks")]
 mod fail_source;
 mod generation;
 mod mailbox;
 mod parse;
+mod prefetch_accuracy;
 mod run;
 mod session;
 mod signals;

@@ -1,7 +1,9 @@
-//! The parsers of text from outside that the daemon owns: the size, duration and window
-//! flags, and the control socket's command lines. Standard library only, so the fuzz targets
-//! (`fuzz/`) compile this very file.
+//! The parsers of text from outside that the daemon owns: the size, duration, window and
+//! metrics address flags, the control socket's command lines and the metrics endpoint's
+//! request lines. Standard library only, so the fuzz targets (`fuzz/`) compile this very file.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Parses `30`, `2.5`, `500ms`, `10s` or `2m`.
@@ -114,6 +116,80 @@ impl ControlCommand {
     }
 }
 
+/// `--metrics`: where the scrape endpoint listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MetricsAddr {
+    /// A Unix socket path (anything with a `/`).
+    Unix(PathBuf),
+    /// A loopback TCP address.
+    Tcp(SocketAddr),
+}
+
+/// Parses `--metrics`: a Unix socket path (it has a `/`: `/run/uffd-metrics.sock`,
+/// `./m.sock`) or a loopback `host:port` (`127.0.0.1:9100`, `[::1]:9100`, `localhost:9100`).
+/// Any other host is refused: the endpoint has no authentication, so it never listens beyond
+/// this machine.
+pub(crate) fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    if s.contains('/') {
+        return Ok(MetricsAddr::Unix(PathBuf::from(s)));
+    }
+    let addr = match s.strip_prefix("localhost:") {
+        Some(port) => port
+            .parse::<u16>()
+            .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+            .map_err(|e| format!("{s:?}: bad port {port:?}: {e}"))?,
+        None => s.parse::<SocketAddr>().map_err(|_| {
+            format!(
+                "{s:?} is neither a Unix socket path (one with a `/`) nor a loopback host:port \
+                 (127.0.0.1:9100, [::1]:9100, localhost:9100)"
+            )
+        })?,
+    };
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{s:?}: {} is not a loopback address; the endpoint has no authentication and \
+             listens on this machine only (127.0.0.1, ::1, localhost, or a Unix socket path)",
+            addr.ip()
+        ));
+    }
+    Ok(MetricsAddr::Tcp(addr))
+}
+
+/// What a scrape asked for, from its HTTP request line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScrapeRequest {
+    /// `GET /metrics` (or `/`): the metrics.
+    Metrics,
+    /// `HEAD` of the same: the headers only.
+    MetricsHead,
+    /// Another path: 404.
+    NotFound,
+    /// Another method: 405.
+    BadMethod,
+}
+
+/// Parses an HTTP/1.x request line (`GET /metrics HTTP/1.1`); `Err` for anything that is
+/// not one (answered 400).
+pub(crate) fn parse_request_line(line: &str) -> Result<ScrapeRequest, String> {
+    let mut parts = line.trim_end_matches(['\r', '\n']).split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("{line:?} is not an HTTP request line"));
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(format!("{version:?}: only HTTP/1.x is served"));
+    }
+    let path = target.split('?').next().unwrap_or_default();
+    let known = matches!(path, "/metrics" | "/");
+    Ok(match (method, known) {
+        ("GET", true) => ScrapeRequest::Metrics,
+        ("HEAD", true) => ScrapeRequest::MetricsHead,
+        ("GET" | "HEAD", false) => ScrapeRequest::NotFound,
+        _ => ScrapeRequest::BadMethod,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +230,48 @@ mod tests {
         assert_eq!(parse_size("12"), Ok(12));
         assert!(parse_size("x").is_err());
         assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn metrics_addresses_are_unix_paths_or_loopback_only() {
+        assert_eq!(
+            parse_metrics_addr("/run/m.sock"),
+            Ok(MetricsAddr::Unix("/run/m.sock".into()))
+        );
+        assert_eq!(
+            parse_metrics_addr("localhost:9100"),
+            Ok(MetricsAddr::Tcp("127.0.0.1:9100".parse().unwrap()))
+        );
+        assert!(matches!(
+            parse_metrics_addr("[::1]:0"),
+            Ok(MetricsAddr::Tcp(_))
+        ));
+        let refused = parse_metrics_addr("0.0.0.0:9100").unwrap_err();
+        assert!(refused.contains("not a loopback address"), "{refused}");
+        assert!(parse_metrics_addr("10.0.0.1:9100").is_err());
+        assert!(parse_metrics_addr("metrics.sock").is_err());
+        assert!(parse_metrics_addr("localhost:x").is_err());
+    }
+
+    #[test]
+    fn request_lines() {
+        let parse = parse_request_line;
+        assert_eq!(
+            parse("GET /metrics HTTP/1.1\r\n"),
+            Ok(ScrapeRequest::Metrics)
+        );
+        assert_eq!(parse("GET /?x=1 HTTP/1.0"), Ok(ScrapeRequest::Metrics));
+        assert_eq!(
+            parse("HEAD /metrics HTTP/1.1"),
+            Ok(ScrapeRequest::MetricsHead)
+        );
+        assert_eq!(parse("GET /x HTTP/1.1"), Ok(ScrapeRequest::NotFound));
+        assert_eq!(
+            parse("POST /metrics HTTP/1.1"),
+            Ok(ScrapeRequest::BadMethod)
+        );
+        assert!(parse("GET /metrics").is_err());
+        assert!(parse("GET /metrics HTTP/2 x").is_err());
     }
 
     #[test]

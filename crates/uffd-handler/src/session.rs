@@ -13,9 +13,10 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use tracing::{error, info, warn};
 
 use super::generation::{GenerationError, NextGeneration, SnapshotSummary};
-use super::stats::{PageCounts, VmmStats};
+use super::prefetch_accuracy::prefetch_accuracy;
+use super::stats::{PageCounts, PrefetchAccuracy, VmmStats};
 use super::vmm_memory::VmmMemory;
-use crate::cli::OnFatal;
+use crate::cli::{OnFatal, PrefetchMode};
 use snapshot_format::working_set;
 use uffd_engine::GuestLayout;
 use uffd_engine::{CloseWhen, Engine, EngineError, MetricsSnapshot, PrefetchReport};
@@ -62,6 +63,8 @@ struct Prefetch {
 
 /// A VMM being served.
 pub(crate) struct Session {
+    /// The daemon's number for this session (the metrics' `vmm` label).
+    id: u64,
     engine: Engine,
     watch: PeerWatch,
     peer: PeerCredentials,
@@ -69,23 +72,52 @@ pub(crate) struct Session {
     started: Instant,
     first_fault: Option<Duration>,
     prefetch: Option<Prefetch>,
+    prefetch_mode: PrefetchMode,
+    /// Pages the prefetch order visits.
+    prefetch_total_pages: u64,
     next_generation: Option<NextGeneration>,
     record_working_set: Option<PathBuf>,
 }
 
+/// What a session is started with, besides its engine and VMM.
+pub(crate) struct SessionPlan {
+    /// The daemon's number for the session.
+    pub(crate) id: u64,
+    /// `--prefetch`.
+    pub(crate) prefetch_mode: PrefetchMode,
+    /// The prefetch order (image byte ranges), if any.
+    pub(crate) prefetch: Option<Vec<Range<u64>>>,
+    /// `--next-generation`.
+    pub(crate) next_generation: Option<NextGeneration>,
+    /// `--record-working-set`'s file.
+    pub(crate) record_working_set: Option<PathBuf>,
+}
+
 impl Session {
-    /// Starts serving with `engine` (already running) and, if `prefetch` is given, a
-    /// background prefetch in that order.
+    /// Starts serving with `engine` (already running) and, if the plan has a prefetch order,
+    /// a background prefetch in that order.
     pub(crate) fn new(
         engine: Engine,
         watch: PeerWatch,
         peer: PeerCredentials,
-        prefetch: Option<Vec<Range<u64>>>,
-        next_generation: Option<NextGeneration>,
-        record_working_set: Option<PathBuf>,
+        plan: SessionPlan,
     ) -> Self {
+        let SessionPlan {
+            id,
+            prefetch_mode,
+            prefetch,
+            next_generation,
+            record_working_set,
+        } = plan;
         let started = Instant::now();
         let layout = engine.layout();
+        let page = engine.page_bytes().max(1);
+        let prefetch_total_pages = prefetch.as_ref().map_or(0, |order| {
+            order
+                .iter()
+                .map(|r| r.end.div_ceil(page).saturating_sub(r.start / page))
+                .sum()
+        });
         let prefetch = prefetch.and_then(|order| {
             let handle = engine.prefetch(order);
             let page = engine.page_bytes();
@@ -105,6 +137,7 @@ impl Session {
             );
         }
         Session {
+            id,
             engine,
             watch,
             peer,
@@ -112,6 +145,8 @@ impl Session {
             started,
             first_fault: None,
             prefetch,
+            prefetch_mode,
+            prefetch_total_pages,
             next_generation,
             record_working_set,
         }
@@ -138,22 +173,28 @@ impl Session {
             return None;
         }
         let elapsed = self.started.elapsed();
-        if self.engine.metrics().latency_samples > 0 {
-            self.first_fault = Some(elapsed);
-            info!(after = ?elapsed, "first fault served");
+        if let Some(first) = self.engine.metrics().first_fault_served {
+            self.first_fault = Some(first);
+            info!(after = ?first, "first fault served");
             return None;
         }
         (elapsed < SAMPLE_FIRST_FAULT_FOR).then_some(Duration::from_millis(1))
     }
 
-    /// Time to the first fault served, if one was.
-    pub(crate) fn first_fault(&self) -> Option<Duration> {
-        self.first_fault
+    /// Pages the prefetch order visits (0 without prefetch).
+    pub(crate) fn prefetch_total_pages(&self) -> u64 {
+        self.prefetch_total_pages
+    }
+
+    /// Prefetch precision and recall, or why they are unknown.
+    pub(crate) fn prefetch_accuracy(&self) -> PrefetchAccuracy {
+        prefetch_accuracy(self.prefetch_mode, self.layout.page_size().bytes())
     }
 
     /// Who is served and for how long.
     pub(crate) fn vmm_stats(&self, end: Option<String>) -> VmmStats {
         VmmStats {
+            session: self.id,
             pid: self.peer.pid,
             uid: self.peer.uid,
             regions: self.layout.regions().len(),

@@ -96,7 +96,8 @@ impl Daemon {
         outcome: ExitReport,
     ) -> ExitReport {
         let vmm = session.vmm_stats(Some(end));
-        let first_fault = session.first_fault();
+        let prefetch_total_pages = session.prefetch_total_pages();
+        let prefetch_accuracy = session.prefetch_accuracy();
         let Finished {
             metrics,
             pages,
@@ -112,11 +113,12 @@ impl Daemon {
         };
         let figures = SessionFigures {
             vmm,
-            first_fault,
             metrics,
             pages,
             prefetch_running: false,
             prefetch_report: prefetch,
+            prefetch_total_pages,
+            prefetch_accuracy,
         };
         let stats = self.stats("finished", Some(figures), Some(&outcome));
         let mut table = Vec::new();

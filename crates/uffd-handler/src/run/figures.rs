@@ -8,11 +8,12 @@ impl Daemon {
         let (metrics, pages) = session.live();
         let figures = SessionFigures {
             vmm: session.vmm_stats(None),
-            first_fault: session.first_fault(),
             metrics,
             pages,
             prefetch_running: session.prefetch_running(),
             prefetch_report: session.prefetch_report(),
+            prefetch_total_pages: session.prefetch_total_pages(),
+            prefetch_accuracy: session.prefetch_accuracy(),
         };
         self.stats(state, Some(figures), None)
     }
@@ -29,17 +30,27 @@ impl Daemon {
         session: Option<SessionFigures>,
         outcome: Option<&ExitReport>,
     ) -> Stats {
-        let (vmm, first_fault, metrics, pages, running, report) = match session {
+        let (vmm, metrics, pages, running, report, total_pages, accuracy) = match session {
             Some(s) => (
                 Some(s.vmm),
-                s.first_fault,
                 Some(s.metrics),
                 Some(s.pages),
                 s.prefetch_running,
                 s.prefetch_report,
+                s.prefetch_total_pages,
+                s.prefetch_accuracy,
             ),
-            None => (None, None, None, None, false, None),
+            None => (
+                None,
+                None,
+                None,
+                false,
+                None,
+                0,
+                PrefetchAccuracy::unknown("no VMM has been served"),
+            ),
         };
+        let first_fault = metrics.and_then(|m| m.first_fault_served);
         Stats {
             state,
             uptime_s: self.started.elapsed().as_secs_f64(),
@@ -50,8 +61,10 @@ impl Daemon {
             prefetch: PrefetchStats {
                 mode: self.config.prefetch,
                 running,
+                total_pages,
                 report,
             },
+            prefetch_accuracy: accuracy,
             generations_written: self.generations_written,
             last_snapshot: self.last_snapshot.clone(),
             outcome: outcome.map(|o| OutcomeStats {
@@ -65,9 +78,10 @@ impl Daemon {
 /// What a session contributes to the statistics.
 pub(super) struct SessionFigures {
     pub(super) vmm: VmmStats,
-    pub(super) first_fault: Option<Duration>,
     pub(super) metrics: MetricsSnapshot,
     pub(super) pages: PageCounts,
     pub(super) prefetch_running: bool,
     pub(super) prefetch_report: Option<PrefetchReport>,
+    pub(super) prefetch_total_pages: u64,
+    pub(super) prefetch_accuracy: PrefetchAccuracy,
 }

@@ -20,12 +20,13 @@ use uffd_core::{Features, Uffd};
 use super::cli::{OnFatal, OnSignal, PrefetchMode};
 use super::config::ServeConfig;
 use super::control::{ControlCommand, ControlRequest, ControlSocket};
+use super::endpoint::MetricsEndpoint;
 use super::exit::{DaemonExit, ExitReport};
 use super::generation::{NextGeneration, SnapshotSummary};
 use super::mailbox::{Mailbox, Message};
-use super::session::{Finished, Session, SessionClose};
+use super::session::{Finished, Session, SessionClose, SessionPlan};
 use super::signals::{Received, SignalAction, StopSignals};
-use super::stats::{OutcomeStats, PageCounts, PrefetchStats, Stats, VmmStats};
+use super::stats::{OutcomeStats, PageCounts, PrefetchAccuracy, PrefetchStats, Stats, VmmStats};
 use super::vmm_exit::vmm_end;
 use uffd_engine::PageSource;
 use uffd_engine::{Engine, EngineExit, FatalError, MetricsSnapshot, PrefetchReport};
@@ -40,6 +41,7 @@ pub(crate) struct Daemon {
     started: Instant,
     listener: HandshakeListener,
     control: Option<ControlSocket>,
+    metrics: Option<MetricsEndpoint>,
     signals: StopSignals,
     events: Mailbox,
     source: Arc<dyn PageSource>,
@@ -61,13 +63,21 @@ impl Daemon {
     /// Binds the sockets. Call before any thread starts (the control socket's bind narrows
     /// the process umask for a moment).
     ///
-    /// The VMM socket is listening before the control socket is bound, so a control socket
-    /// that accepts connections means the daemon is ready for the VMM. (The VMM socket's file
+    /// The VMM socket and the metrics endpoint are listening before the control socket is
+    /// bound, so a control socket that accepts connections means the daemon is ready for the
+    /// VMM and for scrapes. (The VMM socket's file
     /// appears a moment before it listens: a VMM connecting in that moment is refused.)
     pub(crate) fn new(config: ServeConfig, signals: StopSignals) -> Result<Daemon, ExitReport> {
         let usage = |message: String| ExitReport::new(DaemonExit::Usage, message);
         let listener = HandshakeListener::bind(&config.socket, config.socket_group)
             .map_err(|e| usage(format!("--socket: {e}")))?;
+        let metrics = match &config.metrics {
+            Some(addr) => Some(
+                MetricsEndpoint::bind(addr, config.control_idle_timeout)
+                    .map_err(|e| usage(e.to_string()))?,
+            ),
+            None => None,
+        };
         let control = match &config.control {
             Some(path) => Some(
                 ControlSocket::bind(path, config.control_idle_timeout)
@@ -98,6 +108,7 @@ impl Daemon {
             started: Instant::now(),
             listener,
             control,
+            metrics,
             signals,
             events,
             source,
@@ -202,6 +213,9 @@ impl Daemon {
                             return Awaited::Done(outcome);
                         }
                     }
+                    Message::Scrape(reply) => {
+                        let _ = reply.send(Box::new(self.stats_while_waiting()));
+                    }
                     Message::Engine(session, exit) => {
                         info!(session, ?exit, "a finished session's engine exit ignored");
                     }
@@ -245,16 +259,7 @@ impl Daemon {
     fn control_while_waiting(&mut self, request: ControlRequest) -> Option<ExitReport> {
         match request.command {
             ControlCommand::Stats => {
-                let stats = self
-                    .last_stats
-                    .clone()
-                    .map(|mut s| {
-                        s.state = "waiting";
-                        s.uptime_s = self.started.elapsed().as_secs_f64();
-                        s
-                    })
-                    .unwrap_or_else(|| self.stats_without_vmm("waiting"));
-                request.answer(&stats);
+                request.answer(&self.stats_while_waiting());
                 None
             }
             ControlCommand::Snapshot => {
@@ -270,6 +275,18 @@ impl Daemon {
                 ))
             }
         }
+    }
+
+    /// The statistics between VMMs: the last VMM's final ones, if one was served.
+    fn stats_while_waiting(&self) -> Stats {
+        self.last_stats
+            .clone()
+            .map(|mut s| {
+                s.state = "waiting";
+                s.uptime_s = self.started.elapsed().as_secs_f64();
+                s
+            })
+            .unwrap_or_else(|| self.stats_without_vmm("waiting"))
     }
 
     /// Serves one VMM; the outcome, and whether the daemon must stop (not just this VMM).
@@ -353,14 +370,14 @@ impl Daemon {
         let next_generation = self.config.next_generation.clone().map(|dir| {
             NextGeneration::new(dir, self.config.parent_files, &self.config.snapshot.source)
         });
-        let session = Session::new(
-            engine,
-            watch,
-            peer,
-            self.prefetch_order(),
+        let plan = SessionPlan {
+            id: self.sessions,
+            prefetch_mode: self.config.prefetch,
+            prefetch: self.prefetch_order(),
             next_generation,
-            self.config.record_working_set.clone(),
-        );
+            record_working_set: self.config.record_working_set.clone(),
+        };
+        let session = Session::new(engine, watch, peer, plan);
         if let Err(e) = forwarding {
             let fatal = FatalError {
                 page_offset: None,
@@ -418,6 +435,9 @@ impl Daemon {
                             );
                         }
                     },
+                    Message::Scrape(reply) => {
+                        let _ = reply.send(Box::new(self.session_stats(&session, "serving")));
+                    }
                 }
             }
             while let Some(signal) = self.signals.take() {
@@ -479,6 +499,10 @@ impl Daemon {
             fds.push(PollFd::new(control, PollFlags::IN));
             kinds.push(Ready::Control);
         }
+        if let Some(metrics) = &self.metrics {
+            fds.push(PollFd::new(metrics, PollFlags::IN));
+            kinds.push(Ready::Metrics);
+        }
         if let Some(fd) = extra {
             fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
             kinds.push(Ready::Extra);
@@ -500,6 +524,11 @@ impl Daemon {
             && let Some(control) = &self.control
         {
             control.accept_pending(&self.events.sender());
+        }
+        if ready.contains(&Ready::Metrics)
+            && let Some(metrics) = &self.metrics
+        {
+            metrics.accept_pending(&self.events.sender());
         }
         ready
     }
@@ -526,6 +555,8 @@ enum Ready {
     Signal,
     Mailbox,
     Control,
+    /// The metrics endpoint.
+    Metrics,
     /// The listener or the VMM's pidfd.
     Extra,
 }

@@ -1,6 +1,7 @@
 //! The `uffd-handler` daemon binary end to end, driving the test VMM: restores byte for byte
 //! in every mode (`e2e`), fatal errors and what they do to the VMM (`fatal`), and signals,
-//! control commands, accept and handshake timeouts (`lifecycle`).
+//! control commands, accept and handshake timeouts (`lifecycle`), the scrape endpoint
+//! (`metrics`).
 
 mod common;
 
@@ -8,5 +9,6 @@ mod e2e;
 mod fatal;
 mod hostile;
 mod lifecycle;
+mod metrics;
 mod stats;
 mod storage;

@@ -1,135 +1,12 @@
-//! The statistics: the engine's metrics plus the daemon's own (uptime, time to first fault
-//! served, prefetch, snapshots), as JSON (the control socket's `stats`, `--stats-json`) and as
-//! the table printed to stderr at exit.
+//! The statistics as the readable table printed to stderr (at exit, and on SIGUSR1).
 
 use std::io::{self, Write};
-use std::path::Path;
 use std::time::Duration;
 
-use page_tracker::StateCounts;
-use serde::Serialize;
-
-use super::cli::PrefetchMode;
-use super::generation::SnapshotSummary;
-use uffd_engine::{MetricsSnapshot, PrefetchReport};
-
-/// Everything the daemon reports.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Stats {
-    /// `waiting` (for a VMM), `serving` or `finished`.
-    pub state: &'static str,
-    /// Since the daemon started, in seconds.
-    pub uptime_s: f64,
-    /// The VMM being (or last) served.
-    pub vmm: Option<VmmStats>,
-    /// From the start of serving (right after the handshake) to the first demand fault served,
-    /// in milliseconds (sampled every millisecond).
-    pub time_to_first_fault_ms: Option<f64>,
-    /// The engine's counters and service latencies.
-    pub metrics: Option<MetricsSnapshot>,
-    /// Pages by state.
-    pub pages: Option<PageCounts>,
-    /// Background prefetch.
-    pub prefetch: PrefetchStats,
-    /// Generations written by `snapshot`.
-    pub generations_written: u64,
-    /// The last one.
-    pub last_snapshot: Option<SnapshotSummary>,
-    /// How the daemon ended (final statistics only).
-    pub outcome: Option<OutcomeStats>,
-}
-
-/// The VMM served.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct VmmStats {
-    /// Its pid.
-    pub pid: i32,
-    /// Its uid.
-    pub uid: u32,
-    /// Guest memory regions.
-    pub regions: usize,
-    /// Guest page size in bytes.
-    pub page_size: u64,
-    /// Guest memory (= snapshot image) size in bytes.
-    pub image_size: u64,
-    /// How long it has been (or was) served, in seconds.
-    pub served_s: f64,
-    /// How it ended, if it did.
-    pub end: Option<String>,
-}
-
-/// Pages by state.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub(crate) struct PageCounts {
-    /// Not installed yet.
-    pub missing: u64,
-    /// Installed from the snapshot, not written.
-    pub clean: u64,
-    /// Installed as zeros.
-    pub zero: u64,
-    /// Freed by the guest (balloon), not touched since.
-    pub removed: u64,
-    /// The pages the tracker holds as written, named for what that means.
-    #[serde(flatten)]
-    pub written: Written,
-}
-
-/// The tracker's written pages, by what is known of them: one JSON field or the other.
-#[derive(Debug, Clone, Copy, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Written {
-    /// With `--dirty-tracking`: written since restore (or the last snapshot).
-    Dirty(u64),
-    /// Without it, writes to installed pages are not seen: only the pages whose first touch
-    /// was a write (installed writable) are known.
-    InstalledByWrite(u64),
-}
-
-impl PageCounts {
-    /// The tracker's counts, named for whether writes are tracked.
-    pub(crate) fn new(c: StateCounts, dirty_tracking: bool) -> Self {
-        PageCounts {
-            missing: c.missing,
-            clean: c.clean,
-            zero: c.zero,
-            removed: c.removed,
-            written: if dirty_tracking {
-                Written::Dirty(c.dirty)
-            } else {
-                Written::InstalledByWrite(c.dirty)
-            },
-        }
-    }
-}
-
-/// Prefetch progress.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct PrefetchStats {
-    /// `--prefetch`.
-    pub mode: PrefetchMode,
-    /// Still running.
-    pub running: bool,
-    /// The final report, once done.
-    pub report: Option<PrefetchReport>,
-}
-
-/// The exit code and reason.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct OutcomeStats {
-    /// Exit code.
-    pub exit_code: u8,
-    /// Why.
-    pub reason: String,
-}
+use super::{PrefetchMode, Stats, Written};
+use uffd_engine::FaultTimeline;
 
 impl Stats {
-    /// Writes the statistics as JSON to `path`.
-    pub(crate) fn write_json(&self, path: &Path) -> io::Result<()> {
-        let mut text = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        text.push(b'\n');
-        std::fs::write(path, text)
-    }
-
     /// Writes the readable table.
     pub(crate) fn write_table(&self, out: &mut impl Write) -> io::Result<()> {
         let row =
@@ -207,6 +84,7 @@ impl Stats {
                     m.latency_samples
                 ),
             )?;
+            row(out, "faults per 10 ms (first 5 s)", timeline(&m.timeline))?;
         }
         if let Some(p) = &self.pages {
             row(
@@ -248,6 +126,13 @@ impl Stats {
             "prefetch",
             format!("{} ({prefetch})", mode_name(self.prefetch.mode)),
         )?;
+        let accuracy = &self.prefetch_accuracy;
+        let accuracy = match (accuracy.precision, accuracy.recall, &accuracy.unknown) {
+            (Some(p), Some(r), _) => format!("{:.1}% / {:.1}%", p * 100.0, r * 100.0),
+            (_, _, Some(why)) => format!("unknown: {why}"),
+            _ => "unknown".to_string(),
+        };
+        row(out, "prefetch precision / recall", accuracy)?;
         row(
             out,
             "generations written",
@@ -271,6 +156,52 @@ impl Stats {
         }
         Ok(())
     }
+}
+
+/// The timeline in one short line, finer where a restore is busiest: the first 100 ms by
+/// 10 ms, then to 1 s by 100 ms, then to 5 s by 1 s, each stage's buckets summed from the
+/// 10 ms ones and the line cut after the last fault; then the faults after 5 s.
+/// `by 10 ms: 12 40 3 0 0 1 0 0 0 0; by 100 ms: 5 0 2; +4 after 5 s`.
+pub(super) fn timeline(t: &FaultTimeline) -> String {
+    let ten_ms = &t.faults;
+    // (label, buckets of 10 ms each stage's bucket sums, the stage's range of 10 ms buckets)
+    let stages: [(&str, usize, std::ops::Range<usize>); 3] = [
+        ("10 ms", 1, 0..10),
+        ("100 ms", 10, 10..100),
+        ("1 s", 100, 100..ten_ms.len()),
+    ];
+    let mut sums: Vec<(&str, Vec<u64>)> = stages
+        .iter()
+        .map(|(label, width, range)| {
+            let sums = ten_ms[range.clone()]
+                .chunks(*width)
+                .map(|c| c.iter().sum())
+                .collect();
+            (*label, sums)
+        })
+        .collect();
+    // Cut after the last fault: later stages empty, trailing empty buckets of the last.
+    while sums.last().is_some_and(|(_, s)| s.iter().all(|&n| n == 0)) {
+        sums.pop();
+    }
+    if let Some((_, last)) = sums.last_mut() {
+        let len = last.iter().rposition(|&n| n > 0).map_or(0, |i| i + 1);
+        last.truncate(len);
+    }
+    let mut parts: Vec<String> = sums
+        .iter()
+        .map(|(label, s)| {
+            let counts: Vec<String> = s.iter().map(u64::to_string).collect();
+            format!("by {label}: {}", counts.join(" "))
+        })
+        .collect();
+    if t.after > 0 {
+        parts.push(format!("+{} after 5 s", t.after));
+    }
+    if parts.is_empty() {
+        return "none".into();
+    }
+    parts.join("; ")
 }
 
 fn mode_name(mode: PrefetchMode) -> &'static str {
@@ -305,50 +236,5 @@ fn bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_table_names_every_part() {
-        let stats = Stats {
-            state: "finished",
-            uptime_s: 1.5,
-            vmm: Some(VmmStats {
-                pid: 7,
-                uid: 0,
-                regions: 2,
-                page_size: 4096,
-                image_size: 8 << 20,
-                served_s: 1.0,
-                end: Some("exited with status 0".into()),
-            }),
-            time_to_first_fault_ms: Some(1.2),
-            metrics: Some(MetricsSnapshot::default()),
-            pages: Some(PageCounts::new(StateCounts::default(), false)),
-            prefetch: PrefetchStats {
-                mode: PrefetchMode::All,
-                running: false,
-                report: Some(PrefetchReport::default()),
-            },
-            generations_written: 0,
-            last_snapshot: None,
-            outcome: Some(OutcomeStats {
-                exit_code: 0,
-                reason: "done".into(),
-            }),
-        };
-        let mut out = Vec::new();
-        stats.write_table(&mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        for needle in ["8.0 MiB in 2 region(s)", "1.2 ms", "prefetch", "exit"] {
-            assert!(text.contains(needle), "{needle} missing from\n{text}");
-        }
-        let json = serde_json::to_value(&stats).unwrap();
-        assert_eq!(json["prefetch"]["mode"], "all");
-        assert_eq!(json["vmm"]["pid"], 7);
     }
 }
