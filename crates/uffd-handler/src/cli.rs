@@ -54,9 +54,18 @@ pub(crate) struct ServeArgs {
     /// 2 MiB pages work with either 4 KiB or 2 MiB.
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub block_size: Option<u64>,
-    /// Threads that read the userfaultfd and serve the faults they read.
+    /// Threads that read the userfaultfd and serve the faults they read. The first always
+    /// does; the others join only while faults queue up.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub readers: usize,
+    /// Threads that read snapshot bytes that are not in the page cache, so that no storage
+    /// read holds up a reader. Each stalled read holds one until it returns.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub fetchers: usize,
+    /// How long a snapshot read may take before it counts as a failure and the page is
+    /// retried (woken after the backoff, read again); the retries are bounded, then fatal.
+    #[arg(long, value_name = "DURATION", default_value = "2", value_parser = parse_duration)]
+    pub read_deadline: std::time::Duration,
     /// Fault-around window: a read fault installs the aligned window of still-missing pages
     /// around it in one copy. A size (`64K`, `256K`, `1M`), capped at 2 MiB so that one
     /// demand fault copies 2 MiB at most (one page on a 2 MiB-page guest); a plain number is

@@ -106,6 +106,12 @@ impl ServeConfig {
         if args.readers == 0 || args.readers > 256 {
             return Err(ConfigError::flag("--readers", "must be between 1 and 256"));
         }
+        if args.fetchers == 0 || args.fetchers > 256 {
+            return Err(ConfigError::flag("--fetchers", "must be between 1 and 256"));
+        }
+        if args.read_deadline.is_zero() {
+            return Err(ConfigError::flag("--read-deadline", "must be above 0"));
+        }
         if args.handshake_timeout.is_zero() {
             return Err(ConfigError::flag("--handshake-timeout", "must be above 0"));
         }
@@ -139,6 +145,8 @@ impl ServeConfig {
         }
         let engine = EngineConfig {
             readers: args.readers,
+            fetchers: args.fetchers,
+            read_deadline: args.read_deadline,
             // Set per VMM once its page size is known (`Daemon::serve_vmm`).
             fault_around_pages: 1,
             dirty_tracking: args.dirty_tracking,

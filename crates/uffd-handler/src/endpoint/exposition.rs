@@ -216,6 +216,24 @@ fn encode_engine(f: &mut Families<'_>, m: &MetricsSnapshot, prefetch_total: u64)
         None,
         m.retried,
     )?;
+    f.counter(
+        "parked_faults",
+        "Faults whose bytes were not resident, handed to a fetcher thread",
+        None,
+        m.parked,
+    )?;
+    f.counter(
+        "read_timeouts",
+        "Snapshot reads that outlived the read deadline (each a retry cycle)",
+        None,
+        m.read_timeouts,
+    )?;
+    f.counter(
+        "late_reads",
+        "Snapshot reads that returned after their deadline; their bytes were dropped",
+        None,
+        m.late_reads,
+    )?;
     f.counter("fatal_errors", "Fatal engine errors raised", None, m.fatal)?;
     f.counter(
         "removes",
