@@ -205,6 +205,8 @@ pub(super) fn in_memory(file: &File) -> bool {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
     const RAMFS_MAGIC: i64 = 0x8584_58f6;
     rustix::fs::fstatfs(file).is_ok_and(|fs| {
+        // `f_type`'s integer type differs between architectures.
+        #[allow(clippy::unnecessary_cast)]
         let kind = fs.f_type as i64;
         kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
     })
