@@ -1,0 +1,393 @@
+//! The blocking store client: its own small tokio runtime, bounded connections, reads with an
+//! idle timeout, retries with jittered backoff.
+
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use rand::Rng;
+use tokio::runtime::Runtime;
+use tokio::sync::Semaphore;
+
+use crate::config::StoreConfig;
+use crate::error::{Result, StoreError};
+use crate::location;
+
+/// A snapshot location in an object store (`s3://bucket/prefix`, `gs://`, `az://`,
+/// `http(s)://`, `file://`), with a blocking API for the engine's threads.
+///
+/// Cheap to clone: clones share the runtime, the connection bound and the statistics.
+/// Must not be used from inside another tokio runtime (its calls block).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    // Declared first so it is dropped first: in-flight requests end before the client does.
+    runtime: Runtime,
+    objects: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    shown: String,
+    config: StoreConfig,
+    connections: Arc<Semaphore>,
+    counters: Counters,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) gets: AtomicU64,
+    pub(crate) bytes_fetched: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) puts: AtomicU64,
+    pub(crate) chunk_hits: AtomicU64,
+    pub(crate) chunk_fetches: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) fetched_elsewhere: AtomicU64,
+}
+
+/// What a [`Store`] (and the caches reading through it) did so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// GET requests sent (every attempt counts).
+    pub gets: u64,
+    /// Body bytes received by GETs that completed.
+    pub bytes_fetched: u64,
+    /// Attempts that failed and were retried, or ended in an error.
+    pub retries: u64,
+    /// PUT requests that succeeded.
+    pub puts: u64,
+    /// Chunk lookups answered by the cache.
+    pub chunk_hits: u64,
+    /// Chunks this process fetched from the store.
+    pub chunk_fetches: u64,
+    /// Chunk misses that waited for another thread's fetch of the same chunk instead of
+    /// fetching it again.
+    pub coalesced: u64,
+    /// Chunk misses that found the chunk fetched by another process (or another cache handle)
+    /// once its lock was theirs.
+    pub fetched_elsewhere: u64,
+}
+
+/// One failed attempt: retry it, or stop at once.
+enum Attempt {
+    Retry(String),
+    Fatal(StoreError),
+}
+
+impl Store {
+    /// Opens the snapshot location `url` with `config`.
+    ///
+    /// Credentials come from each store's usual environment variables (`AWS_*`,
+    /// `GOOGLE_*`, `AZURE_*`), then `config.options`. No request is sent yet.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidUrl`] for an unknown scheme or a URL its store refuses,
+    /// [`StoreError::InvalidOption`] for an option key the store does not know.
+    pub fn open(url: &str, config: StoreConfig) -> Result<Store> {
+        if config.attempts == 0 || config.max_connections == 0 {
+            return Err(StoreError::InvalidOption {
+                key: "attempts/max_connections".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.runtime_threads.max(1))
+            .thread_name("snapshot-store")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::io("starting the store's runtime", "tokio", e))?;
+        // Builders may spawn nothing, but reqwest's client wants a runtime context.
+        let location = {
+            let _context = runtime.enter();
+            location::open(url, &config)?
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                runtime,
+                objects: location.objects,
+                prefix: location.prefix,
+                shown: location.shown,
+                connections: Arc::new(Semaphore::new(config.max_connections)),
+                config,
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    /// The URL, as it may be logged (no credentials, no query).
+    pub fn url(&self) -> &str {
+        &self.inner.shown
+    }
+
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StoreStats {
+            gets: get(&c.gets),
+            bytes_fetched: get(&c.bytes_fetched),
+            retries: get(&c.retries),
+            puts: get(&c.puts),
+            chunk_hits: get(&c.chunk_hits),
+            chunk_fetches: get(&c.chunk_fetches),
+            coalesced: get(&c.coalesced),
+            fetched_elsewhere: get(&c.fetched_elsewhere),
+        }
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    fn path(&self, name: &str) -> ObjectPath {
+        self.inner.prefix.clone().join(name)
+    }
+
+    /// Bytes `range` of object `name` (relative to the prefix), exactly `range.end -
+    /// range.start` of them.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] at once if the object is absent; [`StoreError::Unavailable`]
+    /// when every attempt failed (an error, no byte for the idle timeout, a short body).
+    pub fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let path = self.path(name);
+        let wanted = Some(range.clone());
+        self.block_on_retried(name, range.clone(), || {
+            self.fetch_once(name, &path, wanted.clone())
+        })
+    }
+
+    /// The whole object `name`, or `None` if the store has no such object.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when every attempt failed.
+    pub fn get(&self, name: &str) -> Result<Option<Bytes>> {
+        let path = self.path(name);
+        match self.block_on_retried(name, 0..0, || self.fetch_once(name, &path, None)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The length of object `name`, or `None` if the store has no such object.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when every attempt failed.
+    pub fn object_len(&self, name: &str) -> Result<Option<u64>> {
+        let path = self.path(name);
+        let objects = Arc::clone(&self.inner.objects);
+        let idle = self.inner.config.idle_timeout;
+        let attempt = || {
+            let (objects, path) = (Arc::clone(&objects), path.clone());
+            let connections = Arc::clone(&self.inner.connections);
+            async move {
+                let _permit = connections.acquire_owned().await;
+                match tokio::time::timeout(idle, objects.head(&path)).await {
+                    Err(_) => Err(Attempt::Retry(format!("no answer for {idle:?}"))),
+                    Ok(Ok(meta)) => Ok(Some(meta.size)),
+                    Ok(Err(object_store::Error::NotFound { .. })) => Ok(None),
+                    Ok(Err(e)) => Err(Attempt::Retry(e.to_string())),
+                }
+            }
+        };
+        self.block_on_retried(name, 0..0, attempt)
+    }
+
+    /// Stores `bytes` as object `name` (one PUT, retried as a whole).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::WriteFailed`] when every attempt failed.
+    pub fn put(&self, name: &str, bytes: Bytes) -> Result<()> {
+        let path = self.path(name);
+        let attempt = || {
+            let (objects, path) = (Arc::clone(&self.inner.objects), path.clone());
+            let connections = Arc::clone(&self.inner.connections);
+            let payload = PutPayload::from_bytes(bytes.clone());
+            async move {
+                let _permit = connections.acquire_owned().await;
+                objects
+                    .put(&path, payload)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Attempt::Retry(e.to_string()))
+            }
+        };
+        let attempts = self.inner.config.attempts;
+        match self.block_on_retried(name, 0..0, attempt) {
+            Ok(()) => {
+                self.inner.counters.puts.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(StoreError::Unavailable { last, .. }) => Err(StoreError::WriteFailed {
+                object: name.to_owned(),
+                attempts,
+                last,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes object `name` (absent is fine).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::WriteFailed`] when every attempt failed.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        let path = self.path(name);
+        let attempt = || {
+            let (objects, path) = (Arc::clone(&self.inner.objects), path.clone());
+            async move {
+                match objects.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(Attempt::Retry(e.to_string())),
+                }
+            }
+        };
+        let attempts = self.inner.config.attempts;
+        self.block_on_retried(name, 0..0, attempt)
+            .map_err(|e| match e {
+                StoreError::Unavailable { last, .. } => StoreError::WriteFailed {
+                    object: name.to_owned(),
+                    attempts,
+                    last,
+                },
+                other => other,
+            })
+    }
+
+    /// One GET: the response must start, and then every piece of the body arrive, within the
+    /// idle timeout; the body must be as long as asked.
+    fn fetch_once(
+        &self,
+        name: &str,
+        path: &ObjectPath,
+        range: Option<Range<u64>>,
+    ) -> impl Future<Output = Result<Bytes, Attempt>> + 'static {
+        let (objects, path) = (Arc::clone(&self.inner.objects), path.clone());
+        let connections = Arc::clone(&self.inner.connections);
+        let idle = self.inner.config.idle_timeout;
+        let inner = Arc::clone(&self.inner);
+        let name = name.to_owned();
+        async move {
+            let _permit = connections.acquire_owned().await;
+            inner.counters.gets.fetch_add(1, Ordering::Relaxed);
+            let options = GetOptions {
+                range: range.clone().map(GetRange::Bounded),
+                ..GetOptions::default()
+            };
+            let response = match tokio::time::timeout(idle, objects.get_opts(&path, options)).await
+            {
+                Err(_) => return Err(Attempt::Retry(format!("no response for {idle:?}"))),
+                Ok(Err(object_store::Error::NotFound { .. })) => {
+                    return Err(Attempt::Fatal(StoreError::NotFound { object: name }));
+                }
+                Ok(Err(e)) => return Err(Attempt::Retry(e.to_string())),
+                Ok(Ok(response)) => response,
+            };
+            let expected = range.map_or(response.meta.size, |r| r.end - r.start);
+            let mut body = BytesMut::with_capacity(expected as usize);
+            let mut stream = response.into_stream();
+            loop {
+                match tokio::time::timeout(idle, stream.next()).await {
+                    Err(_) => {
+                        return Err(Attempt::Retry(format!(
+                            "no byte for {idle:?} after {} of {expected} bytes",
+                            body.len()
+                        )));
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        return Err(Attempt::Retry(format!(
+                            "after {} of {expected} bytes: {e}",
+                            body.len()
+                        )));
+                    }
+                    Ok(Some(Ok(piece))) => body.extend_from_slice(&piece),
+                }
+            }
+            if body.len() as u64 != expected {
+                return Err(Attempt::Retry(format!(
+                    "body of {} bytes, expected {expected}",
+                    body.len()
+                )));
+            }
+            inner
+                .counters
+                .bytes_fetched
+                .fetch_add(expected, Ordering::Relaxed);
+            Ok(body.freeze())
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails fatally, or the attempts run out; waits a
+    /// jittered, doubling backoff between attempts.
+    fn block_on_retried<T, F, Fut>(&self, name: &str, range: Range<u64>, attempt: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Attempt>>,
+    {
+        let config = &self.inner.config;
+        self.inner.runtime.block_on(async {
+            let mut backoff = config.backoff;
+            let mut last = String::new();
+            for n in 1..=config.attempts {
+                match attempt().await {
+                    Ok(value) => return Ok(value),
+                    Err(Attempt::Fatal(e)) => return Err(e),
+                    Err(Attempt::Retry(why)) => {
+                        self.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(store = %self.inner.shown, object = name, attempt = n, "{why}");
+                        last = why;
+                    }
+                }
+                if n < config.attempts {
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(config.max_backoff);
+                }
+            }
+            Err(StoreError::Unavailable {
+                object: name.to_owned(),
+                range,
+                attempts: config.attempts,
+                last,
+            })
+        })
+    }
+}
+
+/// A wait drawn uniformly from `[0, max]` with the OS-seeded thread RNG, so that clients that
+/// failed together do not retry together.
+fn jitter(max: Duration) -> Duration {
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rand::rng().random_range(0..=nanos))
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("url", &self.inner.shown)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
