@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use snapshot_format::snapshot_dir::{DATA_SUFFIX, HEADER_FILE};
-use snapshot_format::{Header, working_set};
+use snapshot_format::{Header, ReadPlan, working_set};
 use uuid::Uuid;
 
 use crate::cache::BuildCache;
@@ -111,13 +112,64 @@ impl RemoteSource {
     /// [`StoreError::OutOfRange`]; [`StoreError::Unavailable`] when the store kept failing
     /// (then `buf` must not be used: it is never filled with stand-in zeros); cache errors.
     pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        // The chunks first: several missing ones are fetched at once, not one after another.
+        let mut missing = Vec::new();
+        for piece in self.plan(offset, buf.len() as u64)? {
+            if piece.is_zero() {
+                continue;
+            }
+            let cache = &self.builds[&piece.build_id];
+            let stored = piece.storage_offset..piece.storage_offset + piece.length;
+            for chunk in cache.chunks(&stored) {
+                if cache.is_present(chunk)? {
+                    self.store
+                        .counters()
+                        .chunk_hits
+                        .fetch_add(1, Ordering::Relaxed);
+                } else {
+                    missing.push((&**cache, chunk));
+                }
+            }
+        }
+        self.fetch_all(&missing)?;
         self.walk(offset, buf, |cache, chunks| {
             for chunk in chunks {
-                cache.ensure(chunk, &self.store)?;
+                // Present by now; `ensure` only for what this pass did not see (counted once).
+                if !cache.is_present(chunk)? {
+                    cache.ensure(chunk, &self.store)?;
+                }
             }
             Ok(true)
         })
         .map(|_| ())
+    }
+
+    /// Fetches `missing` chunks, on up to `max_connections` threads when there are several.
+    fn fetch_all(&self, missing: &[(&BuildCache, u64)]) -> Result<()> {
+        if let [(cache, chunk)] = missing {
+            return cache.ensure(*chunk, &self.store);
+        }
+        let next = AtomicUsize::new(0);
+        let workers = missing.len().min(self.store.config().max_connections);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        loop {
+                            let Some((cache, chunk)) =
+                                missing.get(next.fetch_add(1, Ordering::Relaxed))
+                            else {
+                                return Ok(());
+                            };
+                            cache.ensure(*chunk, &self.store)?;
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        })
     }
 
     /// Copies image bytes `[offset, offset + buf.len())` into `buf` only if every chunk they
@@ -159,16 +211,7 @@ impl RemoteSource {
     where
         F: Fn(&BuildCache, Range<u64>) -> Result<bool>,
     {
-        let len = buf.len() as u64;
-        let plan = self
-            .header
-            .read_plan(offset, len)
-            .map_err(|_| StoreError::OutOfRange {
-                offset,
-                len,
-                size: self.size(),
-            })?;
-        for piece in plan {
+        for piece in self.plan(offset, buf.len() as u64)? {
             let at = (piece.offset - offset) as usize;
             let out = &mut buf[at..at + piece.length as usize];
             if piece.is_zero() {
@@ -183,6 +226,18 @@ impl RemoteSource {
             cache.read_present(piece.storage_offset, out)?;
         }
         Ok(true)
+    }
+}
+
+impl RemoteSource {
+    fn plan(&self, offset: u64, len: u64) -> Result<ReadPlan<'_>> {
+        self.header
+            .read_plan(offset, len)
+            .map_err(|_| StoreError::OutOfRange {
+                offset,
+                len,
+                size: self.size(),
+            })
     }
 }
 
