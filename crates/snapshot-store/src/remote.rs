@@ -190,6 +190,26 @@ impl RemoteSource {
         })
     }
 
+    /// Length of the zero run (a hole: no data, no fetch) starting at `offset`, at most
+    /// `max_len`; 0 when `offset` holds data. For a fault path that installs holes as zero
+    /// pages without reading them.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::OutOfRange`] at or past the size.
+    pub fn hole_len(&self, offset: u64, max_len: u64) -> Result<u64> {
+        let location = self.header.lookup(offset).ok_or(StoreError::OutOfRange {
+            offset,
+            len: max_len,
+            size: self.size(),
+        })?;
+        Ok(if location.is_zero() {
+            location.remaining.min(max_len)
+        } else {
+            0
+        })
+    }
+
     /// The working set stored beside the header, if any: the byte ranges to prefetch first.
     ///
     /// # Errors

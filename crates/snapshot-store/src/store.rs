@@ -206,7 +206,7 @@ impl Store {
                     Err(_) => Err(Attempt::Retry(format!("no answer for {idle:?}"))),
                     Ok(Ok(meta)) => Ok(Some(meta.size)),
                     Ok(Err(object_store::Error::NotFound { .. })) => Ok(None),
-                    Ok(Err(e)) => Err(Attempt::Retry(e.to_string())),
+                    Ok(Err(e)) => Err(Attempt::Retry(scrub(&e.to_string()))),
                 }
             }
         };
@@ -230,7 +230,7 @@ impl Store {
                     .put(&path, payload)
                     .await
                     .map(|_| ())
-                    .map_err(|e| Attempt::Retry(e.to_string()))
+                    .map_err(|e| Attempt::Retry(scrub(&e.to_string())))
             }
         };
         let attempts = self.inner.config.attempts;
@@ -260,7 +260,7 @@ impl Store {
             async move {
                 match objects.delete(&path).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(Attempt::Retry(e.to_string())),
+                    Err(e) => Err(Attempt::Retry(scrub(&e.to_string()))),
                 }
             }
         };
@@ -302,7 +302,7 @@ impl Store {
                 Ok(Err(object_store::Error::NotFound { .. })) => {
                     return Err(Attempt::Fatal(StoreError::NotFound { object: name }));
                 }
-                Ok(Err(e)) => return Err(Attempt::Retry(e.to_string())),
+                Ok(Err(e)) => return Err(Attempt::Retry(scrub(&e.to_string()))),
                 Ok(Ok(response)) => response,
             };
             let expected = range.map_or(response.meta.size, |r| r.end - r.start);
@@ -319,8 +319,9 @@ impl Store {
                     Ok(None) => break,
                     Ok(Some(Err(e))) => {
                         return Err(Attempt::Retry(format!(
-                            "after {} of {expected} bytes: {e}",
-                            body.len()
+                            "after {} of {expected} bytes: {}",
+                            body.len(),
+                            scrub(&e.to_string())
                         )));
                     }
                     Ok(Some(Ok(piece))) => body.extend_from_slice(&piece),
@@ -376,6 +377,34 @@ impl Store {
     }
 }
 
+/// `text` with every URL in it cut before its query and without user information: error
+/// messages of the HTTP client name the URL they failed on, and a presigned or SAS URL
+/// carries its signature in the query.
+pub(crate) fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let start = match (rest.find("http://"), rest.find("https://")) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => break,
+        };
+        out.push_str(&rest[..start]);
+        let url_len = rest[start..]
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ','))
+            .unwrap_or(rest.len() - start);
+        let url = &rest[start..start + url_len];
+        match url::Url::parse(url) {
+            Ok(parsed) => out.push_str(&crate::location::redact(&parsed)),
+            // Not parsable: keep the scheme only.
+            Err(_) => out.push_str(&url[..url.find("//").map_or(0, |i| i + 2)]),
+        }
+        rest = &rest[start + url_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A wait drawn uniformly from `[0, max]` with the OS-seeded thread RNG, so that clients that
 /// failed together do not retry together.
 fn jitter(max: Duration) -> Duration {
@@ -389,5 +418,28 @@ impl std::fmt::Debug for Store {
             .field("url", &self.inner.shown)
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrub;
+
+    #[test]
+    fn scrub_cuts_queries_and_credentials_out_of_urls() {
+        let message = "error sending request for url (https://acct.blob.core.windows.net/c/x.data\
+                       ?sv=2024&sig=SECRET), then http://user:pw@host:9000/b?X-Amz-Signature=S2 \
+                       and https://plain/path";
+        let scrubbed = scrub(message);
+        for secret in ["SECRET", "sig=", "pw", "S2"] {
+            assert!(!scrubbed.contains(secret), "{secret} in {scrubbed}");
+        }
+        assert!(scrubbed.starts_with("error sending request for url (https://acct."));
+        assert!(scrubbed.contains("https://plain/path"), "{scrubbed}");
+        assert!(
+            scrubbed.contains("), then http://host:9000/b"),
+            "{scrubbed}"
+        );
+        assert_eq!(scrub("no url here"), "no url here");
     }
 }

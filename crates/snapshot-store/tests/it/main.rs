@@ -5,6 +5,7 @@
 
 mod common;
 mod faults;
+mod measure;
 mod roundtrip;
 mod sharing;
 mod transfer;

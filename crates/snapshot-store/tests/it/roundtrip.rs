@@ -79,6 +79,10 @@ fn read_resident_never_fetches_and_holes_need_no_fetch() {
     page.fill(0xEE);
     source.read_into(8 * PAGE, &mut page).unwrap();
     assert!(page.iter().all(|&b| b == 0));
+    assert_eq!(source.hole_len(3 * PAGE, 100 * PAGE).unwrap(), PAGE);
+    assert_eq!(source.hole_len(3 * PAGE + 100, 10).unwrap(), 10);
+    assert_eq!(source.hole_len(0, PAGE).unwrap(), 0);
+    assert!(source.hole_len(source.size(), PAGE).is_err());
     // Page 0 holds data and nothing is cached: absent, and nothing was asked of the store.
     assert!(!source.read_resident(0, &mut page).unwrap());
     assert_eq!(stack.proxy.count(&Match::data_gets()), 0);
