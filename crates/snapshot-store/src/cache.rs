@@ -31,18 +31,58 @@ pub(crate) struct BuildCache {
     chunk_size: u64,
     data: File,
     data_path: PathBuf,
-    map: File,
+    map: Arc<File>,
     map_path: PathBuf,
     /// Chunks known present, one bit each: saves re-reading the map for them.
     known: Vec<AtomicU64>,
     inflight: Mutex<HashMap<u64, Arc<Flight>>>,
+    /// Signalled whenever a flight ends.
+    landed: Condvar,
 }
 
-/// One fetch in progress in this process, and its outcome for the threads waiting on it.
+/// One fetch in progress in this process: how far its bytes have landed in the data file,
+/// and its outcome, for the threads waiting on it.
 #[derive(Default)]
-struct Flight {
-    outcome: Mutex<Option<Result<()>>>,
-    done: Condvar,
+pub(crate) struct Flight {
+    state: Mutex<FlightState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct FlightState {
+    /// Data-object offset up to which the chunk's bytes are in the data file.
+    written_to: u64,
+    outcome: Option<Result<()>>,
+}
+
+impl Flight {
+    fn advance(&self, written_to: u64) {
+        lock(&self.state).written_to = written_to;
+        self.changed.notify_all();
+    }
+
+    /// Blocks until the data file holds the chunk's bytes up to data-object offset `end`
+    /// (progressive release: before the rest of the chunk has arrived), or the fetch ended.
+    /// Bytes that landed before a failure are still served.
+    pub(crate) fn wait_for(&self, end: u64) -> Result<()> {
+        let mut state = lock(&self.state);
+        loop {
+            if state.written_to >= end {
+                return Ok(());
+            }
+            if let Some(outcome) = &state.outcome {
+                return outcome.clone();
+            }
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl BuildCache {
@@ -63,7 +103,7 @@ impl BuildCache {
         let map_path = dir.join(format!("{stem}.present"));
         let chunks = len.div_ceil(chunk_size);
         let data = open_sized(&data_path, len)?;
-        let map = open_sized(&map_path, chunks)?;
+        let map = Arc::new(open_sized(&map_path, chunks)?);
         Ok(BuildCache {
             object: object.to_owned(),
             len,
@@ -76,12 +116,18 @@ impl BuildCache {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             inflight: Mutex::new(HashMap::new()),
+            landed: Condvar::new(),
         })
     }
 
     /// Chunks covering data-object bytes `range`.
     pub(crate) fn chunks(&self, range: &Range<u64>) -> Range<u64> {
         range.start / self.chunk_size..range.end.div_ceil(self.chunk_size)
+    }
+
+    /// Data-object offset where `chunk` ends.
+    pub(crate) fn chunk_end(&self, chunk: u64) -> u64 {
+        ((chunk + 1) * self.chunk_size).min(self.len)
     }
 
     /// Whether `chunk` is in the cache (never touches the network).
@@ -100,16 +146,22 @@ impl BuildCache {
         Ok(byte[0] == 1)
     }
 
-    /// Makes `chunk` present: at once if it is, else by one fetch shared with every other
-    /// thread of this process missing it, and serialised with other processes by its lock.
-    pub(crate) fn ensure(&self, chunk: u64, store: &Store) -> Result<()> {
+    /// Starts making `chunk` present: `None` if it is, else the fetch to wait on (see
+    /// [`Flight::wait_for`]). The first thread of this process to miss the chunk takes its
+    /// lock (waiting here while another process fetches it), checks again, and starts the
+    /// transfer on the store's runtime; later threads join the same fetch.
+    pub(crate) fn begin(
+        self: &Arc<Self>,
+        chunk: u64,
+        store: &Store,
+    ) -> Result<Option<Arc<Flight>>> {
         let counters = store.counters();
         if self.is_present(chunk)? {
             counters.chunk_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return Ok(None);
         }
         let (flight, leader) = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut inflight = lock(&self.inflight);
             match inflight.get(&chunk) {
                 Some(flight) => (Arc::clone(flight), false),
                 None => {
@@ -121,57 +173,85 @@ impl BuildCache {
         };
         if !leader {
             counters.coalesced.fetch_add(1, Ordering::Relaxed);
-            let mut outcome = flight
-                .outcome
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            while outcome.is_none() {
-                outcome = flight
-                    .done
-                    .wait(outcome)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            return outcome.clone().unwrap_or(Ok(()));
+            return Ok(Some(flight));
         }
-        let result = self.fetch_locked(chunk, store);
-        self.inflight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&chunk);
-        *flight
-            .outcome
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(result.clone());
-        flight.done.notify_all();
-        result
+        let locked = ChunkLock::acquire(&self.map, &self.map_path, chunk).and_then(|held| {
+            Ok(if self.is_present(chunk)? {
+                None
+            } else {
+                Some(held)
+            })
+        });
+        match locked {
+            Ok(Some(held)) => self.start_transfer(chunk, &flight, held, store),
+            Ok(None) => {
+                counters.fetched_elsewhere.fetch_add(1, Ordering::Relaxed);
+                self.finish(chunk, &flight, Ok(()));
+            }
+            Err(e) => self.finish(chunk, &flight, Err(e)),
+        }
+        Ok(Some(flight))
     }
 
-    /// The leader's part: take the chunk's lock, check again, fetch, write data then flag.
-    fn fetch_locked(&self, chunk: u64, store: &Store) -> Result<()> {
-        let _lock = ChunkLock::acquire(&self.map, &self.map_path, chunk)?;
-        if self.is_present(chunk)? {
-            store
-                .counters()
-                .fetched_elsewhere
-                .fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
+    /// Streams the chunk into the data file on the runtime, releasing waiters as their bytes
+    /// land; then writes the flag, releases the lock, and ends the flight.
+    fn start_transfer(
+        self: &Arc<Self>,
+        chunk: u64,
+        flight: &Arc<Flight>,
+        held: ChunkLock,
+        store: &Store,
+    ) {
         let start = chunk * self.chunk_size;
         let range = start..(start + self.chunk_size).min(self.len);
-        let bytes = store.get_range(&self.object, range)?;
-        store
-            .counters()
-            .chunk_fetches
-            .fetch_add(1, Ordering::Relaxed);
-        self.data
-            .write_all_at(&bytes, start)
-            .map_err(|e| StoreError::io("writing the cache file", &self.data_path, e))?;
+        let (cache, progress) = (Arc::clone(self), Arc::clone(flight));
+        let transfer = store.stream_range(&self.object, range, move |at, piece| {
+            cache
+                .data
+                .write_all_at(piece, at)
+                .map_err(|e| StoreError::io("writing the cache file", &cache.data_path, e))?;
+            progress.advance(at + piece.len() as u64);
+            Ok(())
+        });
+        let (cache, flight) = (Arc::clone(self), Arc::clone(flight));
+        let counters = Arc::clone(store.counters());
+        store.spawn(async move {
+            let result = transfer.await.and_then(|()| cache.mark_present(chunk));
+            if result.is_ok() {
+                counters.chunk_fetches.fetch_add(1, Ordering::Relaxed);
+            }
+            // The flag is written (or the fetch failed): other processes may look now.
+            drop(held);
+            cache.finish(chunk, &flight, result);
+        });
+    }
+
+    fn mark_present(&self, chunk: u64) -> Result<()> {
         self.map
             .write_all_at(&[1], chunk)
             .map_err(|e| StoreError::io("writing the cache map", &self.map_path, e))?;
         let (word, bit) = ((chunk / 64) as usize, 1u64 << (chunk % 64));
         self.known[word].fetch_or(bit, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Ends `flight` with `outcome`: later misses start a new fetch (or find the chunk).
+    fn finish(&self, chunk: u64, flight: &Flight, outcome: Result<()>) {
+        lock(&self.inflight).remove(&chunk);
+        lock(&flight.state).outcome = Some(outcome);
+        flight.changed.notify_all();
+        self.landed.notify_all();
+    }
+
+    /// Blocks until no fetch of this cache handle is in flight.
+    pub(crate) fn wait_idle(&self) {
+        let mut inflight = lock(&self.inflight);
+        while !inflight.is_empty() {
+            inflight = self
+                .landed
+                .wait(inflight)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
     }
 
     /// Copies data-object bytes starting at `offset` into `buf`; the caller has made sure
@@ -206,19 +286,25 @@ fn open_sized(path: &Path, len: u64) -> Result<File> {
 
 /// An open-file-description write lock on one byte of the cache map, released on drop.
 ///
-/// OFD locks belong to the open file, not the process, so two cache handles in one process
-/// exclude each other as two processes do, and a process that dies releases its locks.
-struct ChunkLock<'a> {
-    map: &'a File,
+/// OFD locks belong to the open file, not the process or a thread, so two cache handles in
+/// one process exclude each other as two processes do, the runtime thread that ends a fetch
+/// may release the lock its starter took, and a process that dies releases its locks.
+struct ChunkLock {
+    map: Arc<File>,
     chunk: u64,
 }
 
-impl<'a> ChunkLock<'a> {
-    fn acquire(map: &'a File, path: &Path, chunk: u64) -> Result<ChunkLock<'a>> {
-        let lock = byte_lock(chunk, libc::F_WRLCK);
+impl ChunkLock {
+    fn acquire(map: &Arc<File>, path: &Path, chunk: u64) -> Result<ChunkLock> {
+        let request = byte_lock(chunk, libc::F_WRLCK);
         loop {
-            match fcntl(map.as_fd(), FcntlArg::F_OFD_SETLKW(&lock)) {
-                Ok(_) => return Ok(ChunkLock { map, chunk }),
+            match fcntl(map.as_fd(), FcntlArg::F_OFD_SETLKW(&request)) {
+                Ok(_) => {
+                    return Ok(ChunkLock {
+                        map: Arc::clone(map),
+                        chunk,
+                    });
+                }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
                     return Err(StoreError::io(
@@ -232,7 +318,7 @@ impl<'a> ChunkLock<'a> {
     }
 }
 
-impl Drop for ChunkLock<'_> {
+impl Drop for ChunkLock {
     fn drop(&mut self) {
         let unlock = byte_lock(self.chunk, libc::F_UNLCK);
         // Closing the file would release it too; an error here leaves nothing to undo.

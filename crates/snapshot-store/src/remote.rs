@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use snapshot_format::snapshot_dir::{DATA_SUFFIX, HEADER_FILE};
 use snapshot_format::{Header, ReadPlan, working_set};
@@ -112,64 +111,25 @@ impl RemoteSource {
     /// [`StoreError::OutOfRange`]; [`StoreError::Unavailable`] when the store kept failing
     /// (then `buf` must not be used: it is never filled with stand-in zeros); cache errors.
     pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        // The chunks first: several missing ones are fetched at once, not one after another.
-        let mut missing = Vec::new();
+        // Every missing chunk's fetch is started first, so a read needing several fetches
+        // them at once; then each wait ends as soon as the bytes this read needs have landed.
+        let mut waits = Vec::new();
         for piece in self.plan(offset, buf.len() as u64)? {
             if piece.is_zero() {
                 continue;
             }
             let cache = &self.builds[&piece.build_id];
-            let stored = piece.storage_offset..piece.storage_offset + piece.length;
-            for chunk in cache.chunks(&stored) {
-                if cache.is_present(chunk)? {
-                    self.store
-                        .counters()
-                        .chunk_hits
-                        .fetch_add(1, Ordering::Relaxed);
-                } else {
-                    missing.push((&**cache, chunk));
+            let end = piece.storage_offset + piece.length;
+            for chunk in cache.chunks(&(piece.storage_offset..end)) {
+                if let Some(flight) = cache.begin(chunk, &self.store)? {
+                    waits.push((flight, end.min(cache.chunk_end(chunk))));
                 }
             }
         }
-        self.fetch_all(&missing)?;
-        self.walk(offset, buf, |cache, chunks| {
-            for chunk in chunks {
-                // Present by now; `ensure` only for what this pass did not see (counted once).
-                if !cache.is_present(chunk)? {
-                    cache.ensure(chunk, &self.store)?;
-                }
-            }
-            Ok(true)
-        })
-        .map(|_| ())
-    }
-
-    /// Fetches `missing` chunks, on up to `max_connections` threads when there are several.
-    fn fetch_all(&self, missing: &[(&BuildCache, u64)]) -> Result<()> {
-        if let [(cache, chunk)] = missing {
-            return cache.ensure(*chunk, &self.store);
+        for (flight, end) in waits {
+            flight.wait_for(end)?;
         }
-        let next = AtomicUsize::new(0);
-        let workers = missing.len().min(self.store.config().max_connections);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    scope.spawn(|| {
-                        loop {
-                            let Some((cache, chunk)) =
-                                missing.get(next.fetch_add(1, Ordering::Relaxed))
-                            else {
-                                return Ok(());
-                            };
-                            cache.ensure(*chunk, &self.store)?;
-                        }
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-        })
+        self.walk(offset, buf, |_, _| Ok(true)).map(|_| ())
     }
 
     /// Copies image bytes `[offset, offset + buf.len())` into `buf` only if every chunk they
@@ -188,6 +148,16 @@ impl RemoteSource {
             }
             Ok(true)
         })
+    }
+
+    /// Blocks until every fetch this source started has ended: its chunk flagged present
+    /// in the cache, or failed. A read returns as soon as its own bytes have landed, while the
+    /// rest of their chunk may still be arriving; call this before relying on the cache alone
+    /// (another process, [`RemoteSource::read_resident`]) or at the end of a restore.
+    pub fn wait_fetches(&self) {
+        for cache in self.builds.values() {
+            cache.wait_idle();
+        }
     }
 
     /// Length of the zero run (a hole: no data, no fetch) starting at `offset`, at most

@@ -3,8 +3,8 @@
 
 use std::future::Future;
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -27,17 +27,19 @@ use crate::location;
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Held by the handles only, never by a task: the runtime is dropped by the last handle,
+    /// on the caller's thread (dropping it on one of its own threads would panic).
+    runtime: Arc<Runtime>,
 }
 
+/// What tasks on the runtime may hold.
 struct Inner {
-    // Declared first so it is dropped first: in-flight requests end before the client does.
-    runtime: Runtime,
     objects: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     shown: String,
     config: StoreConfig,
     connections: Arc<Semaphore>,
-    counters: Counters,
+    counters: Arc<Counters>,
 }
 
 #[derive(Default)]
@@ -110,14 +112,14 @@ impl Store {
             location::open(url, &config)?
         };
         Ok(Store {
+            runtime: Arc::new(runtime),
             inner: Arc::new(Inner {
-                runtime,
                 objects: location.objects,
                 prefix: location.prefix,
                 shown: location.shown,
                 connections: Arc::new(Semaphore::new(config.max_connections)),
                 config,
-                counters: Counters::default(),
+                counters: Arc::default(),
             }),
         })
     }
@@ -148,7 +150,7 @@ impl Store {
         }
     }
 
-    pub(crate) fn counters(&self) -> &Counters {
+    pub(crate) fn counters(&self) -> &Arc<Counters> {
         &self.inner.counters
     }
 
@@ -164,14 +166,60 @@ impl Store {
     /// [`StoreError::NotFound`] at once if the object is absent; [`StoreError::Unavailable`]
     /// when every attempt failed (an error, no byte for the idle timeout, a short body).
     pub fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes> {
-        if range.is_empty() {
-            return Ok(Bytes::new());
+        let body = Arc::new(Mutex::new(BytesMut::with_capacity(
+            (range.end - range.start) as usize,
+        )));
+        let sink = Arc::clone(&body);
+        self.runtime
+            .block_on(self.stream_range(name, range, move |_, piece| {
+                lock(&sink).extend_from_slice(piece);
+                Ok(())
+            }))?;
+        let body = std::mem::take(&mut *lock(&body));
+        Ok(body.freeze())
+    }
+
+    /// Runs `future` on the store's runtime, detached.
+    pub(crate) fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(future);
+    }
+
+    /// Streams bytes `range` of object `name` into `sink(offset, piece)`, in order, each
+    /// byte once: an attempt that fails partway is retried from the first byte not yet
+    /// delivered. An error from `sink` ends the transfer at once.
+    pub(crate) fn stream_range<S>(
+        &self,
+        name: &str,
+        range: Range<u64>,
+        sink: S,
+    ) -> impl Future<Output = Result<()>> + Send + 'static
+    where
+        S: FnMut(u64, &[u8]) -> Result<()> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let name = name.to_owned();
+        let path = self.path(&name);
+        let delivered = Arc::new(Mutex::new(Delivery {
+            next: range.start,
+            sink,
+        }));
+        async move {
+            if range.is_empty() {
+                return Ok(());
+            }
+            let attempt = || {
+                let from = lock(&delivered).next;
+                let delivered = Arc::clone(&delivered);
+                fetch_once(&inner, &name, &path, Some(from..range.end), move |piece| {
+                    let mut delivery = lock(&delivered);
+                    let at = delivery.next;
+                    (delivery.sink)(at, piece)?;
+                    delivery.next += piece.len() as u64;
+                    Ok(())
+                })
+            };
+            retried(&inner, &name, range.clone(), attempt).await
         }
-        let path = self.path(name);
-        let wanted = Some(range.clone());
-        self.block_on_retried(name, range.clone(), || {
-            self.fetch_once(name, &path, wanted.clone())
-        })
     }
 
     /// The whole object `name`, or `None` if the store has no such object.
@@ -181,8 +229,18 @@ impl Store {
     /// [`StoreError::Unavailable`] when every attempt failed.
     pub fn get(&self, name: &str) -> Result<Option<Bytes>> {
         let path = self.path(name);
-        match self.block_on_retried(name, 0..0, || self.fetch_once(name, &path, None)) {
-            Ok(bytes) => Ok(Some(bytes)),
+        let body = Arc::new(Mutex::new(BytesMut::new()));
+        let attempt = || {
+            // A failed attempt's bytes are dropped: a whole-object read starts again.
+            lock(&body).clear();
+            let sink = Arc::clone(&body);
+            fetch_once(&self.inner, name, &path, None, move |piece| {
+                lock(&sink).extend_from_slice(piece);
+                Ok(())
+            })
+        };
+        match self.block_on_retried(name, 0..0, attempt) {
+            Ok(()) => Ok(Some(std::mem::take(&mut *lock(&body)).freeze())),
             Err(StoreError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -276,28 +334,90 @@ impl Store {
             })
     }
 
-    /// One GET: the response must start, and then every piece of the body arrive, within the
-    /// idle timeout; the body must be as long as asked.
-    fn fetch_once(
-        &self,
-        name: &str,
-        path: &ObjectPath,
-        range: Option<Range<u64>>,
-    ) -> impl Future<Output = Result<Bytes, Attempt>> + 'static {
-        let (objects, path) = (Arc::clone(&self.inner.objects), path.clone());
-        let connections = Arc::clone(&self.inner.connections);
-        let idle = self.inner.config.idle_timeout;
-        let inner = Arc::clone(&self.inner);
-        let name = name.to_owned();
-        async move {
-            let _permit = connections.acquire_owned().await;
-            inner.counters.gets.fetch_add(1, Ordering::Relaxed);
-            let options = GetOptions {
-                range: range.clone().map(GetRange::Bounded),
-                ..GetOptions::default()
-            };
-            let response = match tokio::time::timeout(idle, objects.get_opts(&path, options)).await
-            {
+    /// Runs `attempt` on the runtime until it succeeds, fails fatally, or the attempts run out.
+    fn block_on_retried<T, F, Fut>(&self, name: &str, range: Range<u64>, attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Attempt>>,
+    {
+        self.runtime
+            .block_on(retried(&self.inner, name, range, attempt))
+    }
+}
+
+/// Where a streamed range has got to, and where its bytes go.
+struct Delivery<S> {
+    next: u64,
+    sink: S,
+}
+
+fn lock<T: ?Sized>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs `attempt` until it succeeds, fails fatally, or the attempts run out; waits a jittered,
+/// doubling backoff between attempts.
+async fn retried<T, F, Fut>(
+    inner: &Inner,
+    name: &str,
+    range: Range<u64>,
+    mut attempt: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Attempt>>,
+{
+    let config = &inner.config;
+    let mut backoff = config.backoff;
+    let mut last = String::new();
+    for n in 1..=config.attempts {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(Attempt::Fatal(e)) => return Err(e),
+            Err(Attempt::Retry(why)) => {
+                inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(store = %inner.shown, object = name, attempt = n, "{why}");
+                last = why;
+            }
+        }
+        if n < config.attempts {
+            tokio::time::sleep(jitter(backoff)).await;
+            backoff = (backoff * 2).min(config.max_backoff);
+        }
+    }
+    Err(StoreError::Unavailable {
+        object: name.to_owned(),
+        range,
+        attempts: config.attempts,
+        last,
+    })
+}
+
+/// One GET of `range` (the whole object if `None`): the response must start, and then every
+/// piece of the body arrive, within the idle timeout; each piece goes to `sink` as it
+/// arrives; the body must be as long as asked.
+fn fetch_once<K>(
+    inner: &Arc<Inner>,
+    name: &str,
+    path: &ObjectPath,
+    range: Option<Range<u64>>,
+    mut sink: K,
+) -> impl Future<Output = Result<(), Attempt>> + Send + 'static
+where
+    K: FnMut(&[u8]) -> Result<()> + Send + 'static,
+{
+    let inner = Arc::clone(inner);
+    let (name, path) = (name.to_owned(), path.clone());
+    async move {
+        let idle = inner.config.idle_timeout;
+        let _permit = Arc::clone(&inner.connections).acquire_owned().await;
+        inner.counters.gets.fetch_add(1, Ordering::Relaxed);
+        let options = GetOptions {
+            range: range.clone().map(GetRange::Bounded),
+            ..GetOptions::default()
+        };
+        let response =
+            match tokio::time::timeout(idle, inner.objects.get_opts(&path, options)).await {
                 Err(_) => return Err(Attempt::Retry(format!("no response for {idle:?}"))),
                 Ok(Err(object_store::Error::NotFound { .. })) => {
                     return Err(Attempt::Fatal(StoreError::NotFound { object: name }));
@@ -305,75 +425,44 @@ impl Store {
                 Ok(Err(e)) => return Err(Attempt::Retry(scrub(&e.to_string()))),
                 Ok(Ok(response)) => response,
             };
-            let expected = range.map_or(response.meta.size, |r| r.end - r.start);
-            let mut body = BytesMut::with_capacity(expected as usize);
-            let mut stream = response.into_stream();
-            loop {
-                match tokio::time::timeout(idle, stream.next()).await {
-                    Err(_) => {
-                        return Err(Attempt::Retry(format!(
-                            "no byte for {idle:?} after {} of {expected} bytes",
-                            body.len()
-                        )));
+        let expected = range.map_or(response.meta.size, |r| r.end - r.start);
+        let mut received = 0u64;
+        let mut stream = response.into_stream();
+        loop {
+            match tokio::time::timeout(idle, stream.next()).await {
+                Err(_) => {
+                    return Err(Attempt::Retry(format!(
+                        "no byte for {idle:?} after {received} of {expected} bytes"
+                    )));
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    return Err(Attempt::Retry(format!(
+                        "after {received} of {expected} bytes: {}",
+                        scrub(&e.to_string())
+                    )));
+                }
+                Ok(Some(Ok(piece))) => {
+                    // Never more than asked: what a server sends past the range is dropped.
+                    let room = (expected - received).min(piece.len() as u64) as usize;
+                    sink(&piece[..room]).map_err(Attempt::Fatal)?;
+                    received += room as u64;
+                    inner
+                        .counters
+                        .bytes_fetched
+                        .fetch_add(room as u64, Ordering::Relaxed);
+                    if room < piece.len() {
+                        break;
                     }
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => {
-                        return Err(Attempt::Retry(format!(
-                            "after {} of {expected} bytes: {}",
-                            body.len(),
-                            scrub(&e.to_string())
-                        )));
-                    }
-                    Ok(Some(Ok(piece))) => body.extend_from_slice(&piece),
                 }
             }
-            if body.len() as u64 != expected {
-                return Err(Attempt::Retry(format!(
-                    "body of {} bytes, expected {expected}",
-                    body.len()
-                )));
-            }
-            inner
-                .counters
-                .bytes_fetched
-                .fetch_add(expected, Ordering::Relaxed);
-            Ok(body.freeze())
         }
-    }
-
-    /// Runs `attempt` until it succeeds, fails fatally, or the attempts run out; waits a
-    /// jittered, doubling backoff between attempts.
-    fn block_on_retried<T, F, Fut>(&self, name: &str, range: Range<u64>, attempt: F) -> Result<T>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T, Attempt>>,
-    {
-        let config = &self.inner.config;
-        self.inner.runtime.block_on(async {
-            let mut backoff = config.backoff;
-            let mut last = String::new();
-            for n in 1..=config.attempts {
-                match attempt().await {
-                    Ok(value) => return Ok(value),
-                    Err(Attempt::Fatal(e)) => return Err(e),
-                    Err(Attempt::Retry(why)) => {
-                        self.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(store = %self.inner.shown, object = name, attempt = n, "{why}");
-                        last = why;
-                    }
-                }
-                if n < config.attempts {
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = (backoff * 2).min(config.max_backoff);
-                }
-            }
-            Err(StoreError::Unavailable {
-                object: name.to_owned(),
-                range,
-                attempts: config.attempts,
-                last,
-            })
-        })
+        if received != expected {
+            return Err(Attempt::Retry(format!(
+                "body of {received} bytes, expected {expected}"
+            )));
+        }
+        Ok(())
     }
 }
 

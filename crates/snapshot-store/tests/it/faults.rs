@@ -44,6 +44,8 @@ fn read_all_after(setup: &Setup, faults: usize) {
     common::assert_same_bytes(setup.local.path(), 64 * 1024, |offset, buf| {
         setup.source.read_into(offset, buf).unwrap();
     });
+    // Reads end when their bytes land; faults later in a chunk are retried after.
+    setup.source.wait_fetches();
     let chunks = common::data_chunks(setup.source.header(), CHUNK);
     assert_eq!(
         setup.stack.proxy.count(&Match::data_gets()),

@@ -30,6 +30,7 @@ fn cold_cache_fetches_each_chunk_once_and_warm_cache_fetches_nothing() {
     common::assert_same_bytes(local.path(), 48 * 1024, |offset, buf| {
         cold.read_into(offset, buf).unwrap();
     });
+    cold.wait_fetches();
     let chunks = common::data_chunks(&header, CHUNK);
     assert!(chunks > 10, "the image spans many chunks ({chunks})");
     assert_eq!(stack.proxy.count(&Match::data_gets()), chunks);
@@ -90,6 +91,7 @@ fn read_resident_never_fetches_and_holes_need_no_fetch() {
     source.read_into(0, &mut page).unwrap();
     assert_eq!(page, memory[..PAGE as usize]);
     assert_eq!(stack.proxy.count(&Match::data_gets()), 1);
+    source.wait_fetches();
     page.fill(0xEE);
     assert!(source.read_resident(0, &mut page).unwrap());
     assert_eq!(page, memory[..PAGE as usize]);
@@ -154,4 +156,54 @@ fn a_diff_generation_reads_over_its_base_in_the_store() {
         stack.proxy.count(&Match::data_gets()),
         common::data_chunks(&next, CHUNK)
     );
+}
+
+#[test]
+fn a_read_is_released_when_its_bytes_land_before_the_rest_of_the_chunk() {
+    let test = "store_progressive";
+    let Some(stack) = Stack::start(test) else {
+        return;
+    };
+    let local = TestDir::new(test);
+    let memory = common::image(256, 13);
+    common::write_base(local.path(), &memory);
+    let config = StoreConfig {
+        // Long enough that the held response is never given up on: the read must end first.
+        idle_timeout: test_support::TIMEOUT * 2,
+        ..StoreConfig::default()
+    };
+    let store = stack.store("progressive", config);
+    push_dir(local.path(), &store).unwrap();
+    let cache_dir = TestDir::new(&format!("{test}-cache"));
+    // One 1 MiB chunk; the proxy holds its body after 64 KiB until released.
+    let source = RemoteSource::open(
+        &store,
+        &CacheConfig::new(cache_dir.path()).with_chunk_size(1 << 20),
+    )
+    .unwrap();
+    stack.proxy.fail_next(
+        Match::data_gets(),
+        common::Fault::Hold { after: 64 * 1024 },
+        1,
+    );
+
+    // Page 1 is in the first 64 KiB of the data object: served while the rest is held.
+    let mut page = vec![0u8; PAGE as usize];
+    source.read_into(PAGE, &mut page).unwrap();
+    assert_eq!(page, memory[PAGE as usize..2 * PAGE as usize]);
+    assert!(
+        !source.read_resident(PAGE, &mut page).unwrap(),
+        "the chunk cannot be complete: the proxy still holds its body"
+    );
+    assert_eq!(store.stats().chunk_fetches, 0);
+
+    stack.proxy.release();
+    source.wait_fetches();
+    assert!(source.read_resident(PAGE, &mut page).unwrap());
+    let stats = store.stats();
+    assert_eq!((stats.chunk_fetches, stats.retries), (1, 0), "{stats:?}");
+    assert_eq!(stack.proxy.count(&Match::data_gets()), 1);
+    common::assert_same_bytes(local.path(), 40 * 1024, |offset, buf| {
+        assert!(source.read_resident(offset, buf).unwrap());
+    });
 }

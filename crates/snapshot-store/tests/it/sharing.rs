@@ -47,6 +47,7 @@ fn concurrent_misses_on_one_chunk_share_one_get() {
             });
         }
     });
+    source.wait_fetches();
     assert_eq!(stack.proxy.count(&Match::data_gets()), 1);
     let stats = store.stats();
     assert_eq!(stats.chunk_fetches, 1);
@@ -89,6 +90,7 @@ fn two_sources_on_one_cache_fetch_each_chunk_once() {
                 common::assert_same_bytes(local, step, |offset, buf| {
                     source.read_into(offset, buf).unwrap();
                 });
+                source.wait_fetches();
             });
         }
     });
@@ -156,6 +158,7 @@ fn three_processes_on_one_cache_fetch_each_chunk_once() {
     common::assert_same_bytes(local.path(), 24 * 1024, |offset, buf| {
         source.read_into(offset, buf).unwrap();
     });
+    source.wait_fetches();
     let mut fetches = store.stats().chunk_fetches;
     for child in children {
         let output = child.wait_with_output().unwrap();
@@ -212,5 +215,6 @@ fn child_restore() {
         );
         end = offset;
     }
+    source.wait_fetches();
     println!("child chunk_fetches {}", store.stats().chunk_fetches);
 }

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -26,6 +26,9 @@ pub(crate) enum Fault {
     /// Forward the response head and `after` body bytes, then send nothing for `pause`
     /// before going on.
     Stall { after: usize, pause: Duration },
+    /// Forward the response head and `after` body bytes, then send nothing until
+    /// [`Proxy::release`] (or [`test_support::TIMEOUT`]) before going on.
+    Hold { after: usize },
     /// Answer `503 Slow Down` without contacting the server.
     Unavailable,
 }
@@ -80,6 +83,9 @@ struct Shared {
     rules: Mutex<Rules>,
     seen: Mutex<Vec<Request>>,
     stop: AtomicBool,
+    /// Set by [`Proxy::release`]: held responses go on.
+    released: Mutex<bool>,
+    release: Condvar,
 }
 
 /// The running proxy; stops accepting when dropped.
@@ -98,6 +104,8 @@ impl Proxy {
             rules: Mutex::new(Rules::default()),
             seen: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            released: Mutex::new(false),
+            release: Condvar::new(),
         });
         let accepting = Arc::clone(&shared);
         thread::spawn(move || {
@@ -144,6 +152,12 @@ impl Proxy {
     /// Removes every fault and the latency.
     pub(crate) fn heal(&self) {
         *self.shared.rules.lock().unwrap() = Rules::default();
+    }
+
+    /// Lets every held response go on (see [`Fault::Hold`]).
+    pub(crate) fn release(&self) {
+        *self.shared.released.lock().unwrap() = true;
+        self.shared.release.notify_all();
     }
 
     /// Requests seen so far that `matching` selects.
@@ -218,7 +232,7 @@ fn serve(mut client: TcpStream, shared: &Shared) {
     let copier = thread::spawn(move || {
         let _ = std::io::copy(&mut from_client, &mut to_upstream);
     });
-    forward_response(&mut upstream, client, fault, copier);
+    forward_response(&mut upstream, client, fault, copier, shared);
 }
 
 /// Copies the response to the client, applying a body fault at its byte position.
@@ -227,6 +241,7 @@ fn forward_response(
     mut client: TcpStream,
     fault: Option<Fault>,
     copier: thread::JoinHandle<()>,
+    shared: &Shared,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut response: Vec<u8> = Vec::new();
@@ -250,7 +265,9 @@ fn forward_response(
         let cut = match fault {
             Some(Fault::ResetMidBody { after }) => Some(head_len + after),
             Some(Fault::Truncate { body }) => Some(head_len + body),
-            Some(Fault::Stall { after, .. }) if !stalled => Some(head_len + after),
+            Some(Fault::Stall { after, .. } | Fault::Hold { after }) if !stalled => {
+                Some(head_len + after)
+            }
             _ => None,
         };
         let limit = cut.map_or(response.len(), |c| c.min(response.len()));
@@ -273,8 +290,17 @@ fn forward_response(
                     let _ = client.shutdown(Shutdown::Both);
                     return;
                 }
-                Some(Fault::Stall { pause, .. }) => {
-                    thread::sleep(pause);
+                Some(fault @ (Fault::Stall { .. } | Fault::Hold { .. })) if !stalled => {
+                    match fault {
+                        Fault::Stall { pause, .. } => thread::sleep(pause),
+                        _ => {
+                            let released = shared.released.lock().unwrap();
+                            let _unused = shared
+                                .release
+                                .wait_timeout_while(released, test_support::TIMEOUT, |r| !*r)
+                                .unwrap();
+                        }
+                    }
                     stalled = true;
                     if forwarded < response.len() {
                         if client.write_all(&response[forwarded..]).is_err() {
