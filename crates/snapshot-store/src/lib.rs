@@ -14,6 +14,7 @@
 mod cache;
 mod config;
 mod error;
+mod fetch;
 mod location;
 mod remote;
 mod store;

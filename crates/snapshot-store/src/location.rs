@@ -42,7 +42,7 @@ pub(crate) fn open(url_text: &str, config: &StoreConfig) -> Result<Location> {
     let shown = redact(&url);
     let invalid = |reason: String| StoreError::InvalidUrl {
         url: shown.clone(),
-        reason: crate::store::scrub(&reason),
+        reason: crate::fetch::scrub(&reason),
     };
     // The crate does its own retries (with jitter, and an idle timeout per read), so the
     // client's are off; so is its whole-request timeout, which cuts slow but moving transfers.
