@@ -4,6 +4,7 @@
 
 mod fuzz;
 mod hugepages;
+mod s3_server;
 
 use std::process::{Command, ExitCode};
 
@@ -21,6 +22,8 @@ usage: cargo xtask <command>
                     coverage-guided fuzzing (cargo-fuzz, libFuzzer, nightly) of every parser
                     of outside bytes, or of one; N seconds each (default 60); the corpus in
                     fuzz/corpus grows with what it finds; a crash fails the command
+  s3-server         install the S3-compatible server of the store tests (s3s-fs from
+                    crates.io, under target/tools; test does it too) and print its path
   demo [flags]      the main job: build a 1 GiB snapshot, restore it lazily through the
                     daemon into a Firecracker-like VMM (a KVM guest where /dev/kvm works),
                     verify every byte, balloon, write, snapshot, restore again; flags go to
@@ -39,6 +42,9 @@ fn main() -> ExitCode {
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("fuzz") => fuzz::run(&args[1..], &workspace_root()),
         Some("demo") => demo(&args[1..]),
+        Some("s3-server") => s3_server::ensure(&workspace_root()).map(|path| {
+            println!("{}", path.display());
+        }),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -106,6 +112,13 @@ fn test(args: &[String]) -> Result<(), String> {
     ];
     if soak {
         envs.push(("UFFD_SOAK", "1"));
+    }
+    // The store tests' S3 server; without it they skip and say why.
+    let s3_server = s3_server::ensure(&workspace_root())
+        .map(|path| path.to_string_lossy().into_owned())
+        .inspect_err(|e| eprintln!("xtask: no S3 server, the store tests will skip: {e}"));
+    if let Ok(path) = &s3_server {
+        envs.push((s3_server::ENV, path.as_str()));
     }
     let result = cargo(
         &["test", "--workspace", "--all-features", "--no-fail-fast"],
