@@ -9,6 +9,7 @@ mod concurrent;
 mod e2e;
 mod fatal;
 mod hostile;
+mod hostile_uid;
 mod lifecycle;
 mod metrics;
 mod stats;
