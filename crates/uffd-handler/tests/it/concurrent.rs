@@ -1,6 +1,7 @@
 //! Several VMMs served at once by one daemon (`--keep-listening`): each verified byte for
 //! byte while the others are served, one exiting or hitting a fatal error without touching
-//! the others, `--max-vmms` refusing one beyond the limit, `stats` listing every session.
+//! the others, `--max-vmms` refusing one beyond the limit, `stats` listing every session and
+//! the scrape endpoint writing each family once with a series per VMM.
 //! Ordered by facts only (control answers, VMM replies, exits), never by sleeps.
 
 use std::os::unix::process::ExitStatusExt;
@@ -10,6 +11,9 @@ use crate::common::{
     Daemon, MIB, Model, PAGE, TIMEOUT, TestDir, assert_hashes, exit_code, model_image, start_vmm,
     verify_all, vmm_config,
 };
+use std::os::unix::net::UnixStream;
+
+use crate::metrics::{get, parse, value};
 use test_vmm::{Touch, VmmError, VmmProcess};
 
 const SEED: u64 = 0xc0c0;
@@ -217,4 +221,63 @@ fn files_written_per_vmm_allow_one_vmm_at_a_time() {
         stderr.contains("--max-vmms") && stderr.contains("--record-working-set"),
         "{stderr}"
     );
+}
+
+/// Two VMMs served at once: every family once (a family written twice is refused by
+/// Prometheus), with a series per VMM, each equal to its own session's `stats`.
+#[test]
+fn two_vmms_at_once_share_each_family_with_a_series_each() {
+    let dir = TestDir::new("metrics-two");
+    let memory = dir.join("memory");
+    std::fs::write(&memory, model_image(SEED, MIB, PAGE).bytes).unwrap();
+    let endpoint = dir.join("metrics.sock");
+    let daemon = Daemon::start(
+        &dir,
+        &[
+            "--memory-file",
+            path(&memory),
+            "--metrics",
+            path(&endpoint),
+            "--keep-listening",
+        ],
+    );
+    let first = start_vmm(&daemon, vec![MIB], false);
+    first.touch(Touch::read(0, 12 * PAGE, 1)).unwrap();
+    let second = start_vmm(&daemon, vec![MIB], false);
+    second.touch(Touch::read(0, 40 * PAGE, 1)).unwrap();
+    // Both touches were answered: the sessions are quiescent, scrape and stats agree.
+    let stats = daemon.control("stats");
+    let sessions = stats["sessions"].as_array().expect("two sessions");
+    assert_eq!(sessions.len(), 2, "{stats:#}");
+    let conn = UnixStream::connect(&endpoint).unwrap();
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let (head, body) = get(conn, "/metrics", None);
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    let mut types: Vec<&str> = body.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let all = types.len();
+    types.sort_unstable();
+    types.dedup();
+    assert_eq!(types.len(), all, "a family written twice:\n{body}");
+    let scrape = parse(&body);
+    assert!(value(&scrape, "uffd_daemon_uptime_seconds", &[]) > 0.0);
+    for session in sessions {
+        let vmm = session["vmm"]["session"].as_u64().unwrap().to_string();
+        let vmm = vmm.as_str();
+        assert_eq!(value(&scrape, "uffd_vmm_serving", &[("vmm", vmm)]), 1.0);
+        assert_eq!(
+            value(&scrape, "uffd_pages", &[("vmm", vmm), ("state", "clean")]),
+            session["pages"]["clean"].as_u64().unwrap() as f64,
+            "{body}"
+        );
+    }
+    // The two VMMs touched different amounts: their series differ.
+    assert_ne!(
+        value(&scrape, "uffd_pages", &[("vmm", "1"), ("state", "clean")]),
+        value(&scrape, "uffd_pages", &[("vmm", "2"), ("state", "clean")]),
+    );
+    assert!(first.exit().unwrap().success());
+    assert!(second.exit().unwrap().success());
+    daemon.control("stop");
+    let (status, stderr) = daemon.wait(TIMEOUT);
+    assert_eq!(exit_code(status, &stderr), 0, "{stderr}");
 }
