@@ -196,7 +196,8 @@ fn a_vmm_beyond_max_vmms_is_refused_and_the_others_served_on() {
 }
 
 /// `--next-generation` and `--record-working-set` write one set of files: with them more than
-/// one VMM at once is refused as a usage error, naming the flag.
+/// one VMM at once is refused as a usage error, naming the flag; so is `--max-vmms` without
+/// `--keep-listening`.
 #[test]
 fn files_written_per_vmm_allow_one_vmm_at_a_time() {
     let dir = TestDir::new("concurrent-files");
@@ -221,6 +222,15 @@ fn files_written_per_vmm_allow_one_vmm_at_a_time() {
         stderr.contains("--max-vmms") && stderr.contains("--record-working-set"),
         "{stderr}"
     );
+    // Without --keep-listening there is one VMM at a time: the flag is a usage error.
+    let once = Daemon::spawn(
+        &dir,
+        "once.sock",
+        &["--memory-file", path(&memory), "--max-vmms", "2"],
+    );
+    let (status, stderr) = once.wait(TIMEOUT);
+    assert_eq!(exit_code(status, &stderr), 1, "{stderr}");
+    assert!(stderr.contains("--keep-listening"), "{stderr}");
 }
 
 /// Two VMMs served at once: every family once (a family written twice is refused by
