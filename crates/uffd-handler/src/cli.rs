@@ -139,6 +139,12 @@ pub(crate) struct ServeArgs {
     /// After a bad handshake or a served VMM, accept the next VMM (until a signal or `stop`).
     #[arg(long)]
     pub keep_listening: bool,
+    /// With `--keep-listening`: how many VMMs are served at once, each with its own engine
+    /// (default 16; 1 with `--next-generation` or `--record-working-set`, whose files one VMM
+    /// at a time writes). A VMM beyond it is refused after its handshake and killed (or left
+    /// to its owner, per `--on-fatal`); the others are served on.
+    #[arg(long, value_name = "N", requires = "keep_listening")]
+    pub max_vmms: Option<usize>,
     /// Test hook: the source fails for good after N successful reads.
     #[cfg(feature = "test-hooks")]
     #[arg(long, value_name = "N", hide = true)]

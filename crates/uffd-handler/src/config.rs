@@ -95,6 +95,8 @@ pub(crate) struct ServeConfig {
     pub(crate) metrics: Option<MetricsAddr>,
     pub(crate) stats_json: Option<PathBuf>,
     pub(crate) keep_listening: bool,
+    /// VMMs served at once (1 without `--keep-listening`).
+    pub(crate) max_vmms: usize,
     /// Test hook: the source fails for good after this many reads.
     #[cfg(feature = "test-hooks")]
     pub(crate) fail_source_after: Option<u64>,
@@ -179,6 +181,7 @@ impl ServeConfig {
             metrics: args.metrics.clone(),
             stats_json: args.stats_json.clone(),
             keep_listening: args.keep_listening,
+            max_vmms: max_vmms(args)?,
             #[cfg(feature = "test-hooks")]
             fail_source_after: args.fail_source_after,
         })
@@ -286,4 +289,26 @@ fn prepare_dir(flag: &'static str, dir: &Path) -> Result<(), ConfigError> {
     fs::write(&probe, b"")
         .and_then(|()| fs::remove_file(&probe))
         .map_err(|e| ConfigError::file(flag, dir, format!("not writable: {e}")))
+}
+
+/// `--max-vmms` by default 16 with `--keep-listening`, 1 without, and 1 when each VMM writes
+/// the same files (`--next-generation`, `--record-working-set`): two at once would overwrite
+/// each other's.
+fn max_vmms(args: &ServeArgs) -> Result<usize, ConfigError> {
+    const DEFAULT_MAX_VMMS: usize = 16;
+    let writes_files = args.next_generation.is_some() || args.record_working_set.is_some();
+    match args.max_vmms {
+        None if !args.keep_listening || writes_files => Ok(1),
+        None => Ok(DEFAULT_MAX_VMMS),
+        Some(0) => Err(ConfigError::flag("--max-vmms", "must be at least 1")),
+        Some(n) if n > 1 && writes_files => Err(ConfigError::flag(
+            "--max-vmms",
+            format!(
+                "{n} VMMs at once would write the same --next-generation or \
+                 --record-working-set files; use 1 (the default with these flags)"
+            ),
+        )),
+        Some(n) if n > 1024 => Err(ConfigError::flag("--max-vmms", "must be at most 1024")),
+        Some(n) => Ok(n),
+    }
 }

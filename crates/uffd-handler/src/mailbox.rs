@@ -11,6 +11,7 @@ use rustix::event::{EventfdFlags, eventfd};
 use super::control::ControlRequest;
 use super::stats::Stats;
 use uffd_engine::EngineExit;
+use uffd_handshake::{Handshake, HandshakeError};
 
 /// A message for the main loop.
 #[derive(Debug)]
@@ -22,6 +23,9 @@ pub(crate) enum Message {
     Control(ControlRequest),
     /// A scrape of the metrics endpoint: the statistics of this moment go back on the channel.
     Scrape(Sender<Box<Stats>>),
+    /// A connection's handshake, received on its own thread (so a slow or silent client never
+    /// holds up the VMMs being served).
+    Handshake(Box<Result<Handshake, HandshakeError>>),
 }
 
 /// The main loop's end: poll [`Mailbox::as_fd`], then [`Mailbox::drain`].

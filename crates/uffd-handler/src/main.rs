@@ -8,6 +8,9 @@
 //! page), writes the working set if asked, prints the statistics and exits with a documented
 //! code (`DaemonExit`, `EXIT_CODES_HELP`).
 //!
+//! With `--keep-listening` it serves VMMs concurrently, each with its own engine, up to
+//! `--max-vmms`, until told to stop.
+//!
 //! While serving it answers a control socket (`stats`, `snapshot`, `stop`); `snapshot` writes
 //! the next generation of the snapshot (a compact diff plus header) from the VMM's memory.
 //! SIGTERM and SIGINT stop it gracefully per `--on-signal`; a fatal engine error kills the VMM

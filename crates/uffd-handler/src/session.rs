@@ -152,6 +152,11 @@ impl Session {
         }
     }
 
+    /// The daemon's number for this session.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The VMM's pid.
     pub(crate) fn pid(&self) -> i32 {
         self.peer.pid

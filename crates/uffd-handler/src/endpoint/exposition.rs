@@ -7,6 +7,8 @@
 //! serving several VMMs stays unambiguous; `uffd_vmm_info` maps it to the VMM's pid and uid.
 //! docs/daemon.md lists every metric with its unit and meaning.
 
+use std::collections::{HashMap, HashSet};
+
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -37,8 +39,86 @@ impl Format {
     }
 }
 
-/// `stats` in `format`.
-pub(crate) fn render(stats: Stats, format: Format) -> Result<String, std::fmt::Error> {
+/// `stats` in `format`: with several VMMs served, each family once, with every VMM's series.
+pub(crate) fn render(mut stats: Stats, format: Format) -> Result<String, std::fmt::Error> {
+    if stats.sessions.is_empty() {
+        return render_one(stats, format);
+    }
+    let sessions = std::mem::take(&mut stats.sessions);
+    let texts = sessions
+        .into_iter()
+        .map(|mut session| {
+            // The daemon's own figures of one moment, the same in every VMM's text.
+            session.uptime_s = stats.uptime_s;
+            session.generations_written = stats.generations_written;
+            render_one(session, format)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(merge_families(&texts))
+}
+
+/// Expositions of one VMM each, merged: every family once (its `# HELP`, `# TYPE` and `# UNIT`
+/// from the first text that has it), followed by the series of every text; a series that
+/// several texts repeat (the daemon's own, without a `vmm` label) once; `# EOF` last if the
+/// format has it. `prometheus-client` writes a family per collector, and a family written
+/// twice is refused by Prometheus' parsers.
+fn merge_families(texts: &[String]) -> String {
+    struct Family<'a> {
+        header: Vec<&'a str>,
+        series: Vec<&'a str>,
+        seen: HashSet<&'a str>,
+    }
+    let mut order: Vec<&str> = Vec::new();
+    let mut families: HashMap<&str, Family<'_>> = HashMap::new();
+    let mut eof = false;
+    for text in texts {
+        let mut current: Option<&str> = None;
+        let mut first_header = false;
+        for line in text.lines() {
+            if line == "# EOF" {
+                eof = true;
+            } else if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or_default();
+                first_header = !families.contains_key(name);
+                let family = families.entry(name).or_insert_with(|| {
+                    order.push(name);
+                    Family {
+                        header: Vec::new(),
+                        series: Vec::new(),
+                        seen: HashSet::new(),
+                    }
+                });
+                if first_header {
+                    family.header.push(line);
+                }
+                current = Some(name);
+            } else if let Some(family) = current.and_then(|name| families.get_mut(name)) {
+                if line.starts_with('#') {
+                    if first_header {
+                        family.header.push(line);
+                    }
+                } else if family.seen.insert(line) {
+                    family.series.push(line);
+                }
+            }
+        }
+    }
+    let mut merged = String::new();
+    for name in order {
+        let family = &families[name];
+        for line in family.header.iter().chain(&family.series) {
+            merged.push_str(line);
+            merged.push('\n');
+        }
+    }
+    if eof {
+        merged.push_str("# EOF\n");
+    }
+    merged
+}
+
+/// One [`Stats`] (one VMM's, or the daemon's between VMMs) in `format`.
+fn render_one(stats: Stats, format: Format) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("uffd");
     registry.register_collector(Box::new(StatsCollector { stats }));
     let mut text = String::new();

@@ -71,6 +71,7 @@ impl Daemon {
                 exit_code: o.exit.code(),
                 reason: o.reason.clone(),
             }),
+            sessions: Vec::new(),
         }
     }
 }

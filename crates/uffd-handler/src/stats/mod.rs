@@ -41,6 +41,10 @@ pub(crate) struct Stats {
     pub last_snapshot: Option<SnapshotSummary>,
     /// How the daemon ended (final statistics only).
     pub outcome: Option<OutcomeStats>,
+    /// While serving: every VMM being served, oldest first, each with its own statistics (the
+    /// top-level fields are the newest one's). Absent between VMMs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<Stats>,
 }
 
 /// The VMM served.
@@ -199,6 +203,7 @@ mod tests {
                 exit_code: 0,
                 reason: "done".into(),
             }),
+            sessions: Vec::new(),
         };
         let mut out = Vec::new();
         stats.write_table(&mut out).unwrap();

@@ -1,13 +1,15 @@
 //! The `uffd-handler` daemon binary end to end, driving the test VMM: restores byte for byte
 //! in every mode (`e2e`), fatal errors and what they do to the VMM (`fatal`), and signals,
 //! control commands, accept and handshake timeouts (`lifecycle`), the scrape endpoint
-//! (`metrics`).
+//! (`metrics`), several VMMs served at once (`concurrent`).
 
 mod common;
 
+mod concurrent;
 mod e2e;
 mod fatal;
 mod hostile;
+mod hostile_uid;
 mod lifecycle;
 mod metrics;
 mod stats;

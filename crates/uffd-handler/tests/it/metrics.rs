@@ -22,7 +22,11 @@ fn path(p: &Path) -> &str {
 }
 
 /// An HTTP/1.1 GET over `conn`: the status line, the head and the body.
-fn get(mut conn: impl Read + Write, target: &str, accept: Option<&str>) -> (String, String) {
+pub(crate) fn get(
+    mut conn: impl Read + Write,
+    target: &str,
+    accept: Option<&str>,
+) -> (String, String) {
     let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
     write!(
         conn,
@@ -57,13 +61,13 @@ fn scrape_unix(socket: &Path) -> Scrape {
     parse(&body)
 }
 
-fn parse(body: &str) -> Scrape {
+pub(crate) fn parse(body: &str) -> Scrape {
     Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("a Prometheus text scrape")
 }
 
 /// The value of the one sample named `name` whose labels include `labels`.
 #[track_caller]
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     let found: Vec<&Sample> = scrape
         .samples
         .iter()
