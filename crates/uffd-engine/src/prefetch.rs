@@ -26,9 +26,12 @@ pub struct PrefetchReport {
     /// Holes in the snapshot installed as zero pages (write-protected under dirty tracking, so
     /// a write still shows as dirty): no demand fault comes for them afterwards.
     pub zero_pages: u64,
-    /// Pages passed over: already installed, removed, in flight, failed to read, or pieces
-    /// shorter than a page (demand faults and graduation's sweep assemble those).
+    /// Pages passed over because they were not Missing any more (installed, removed) or
+    /// another attempt held them.
     pub skipped_pages: u64,
+    /// Pages whose source read failed: left Missing, to demand faults (which retry) and
+    /// graduation's sweep.
+    pub failed_pages: u64,
     /// Chunks retried after EAGAIN (an event was pending).
     pub deferred_chunks: u64,
     /// Bytes installed.
@@ -53,6 +56,7 @@ struct Counters {
     installed: AtomicU64,
     zero: AtomicU64,
     skipped: AtomicU64,
+    failed: AtomicU64,
     deferred: AtomicU64,
 }
 
@@ -77,6 +81,7 @@ impl PrefetchHandle {
             installed_pages: installed,
             zero_pages: self.counters.zero.load(Ordering::Relaxed),
             skipped_pages: self.counters.skipped.load(Ordering::Relaxed),
+            failed_pages: self.counters.failed.load(Ordering::Relaxed),
             deferred_chunks: self.counters.deferred.load(Ordering::Relaxed),
             bytes: installed * page_bytes,
             elapsed: self.started.elapsed(),
@@ -222,7 +227,7 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters, buf: 
         Ok(extent) => extent,
         Err(e) => {
             tracing::debug!(first, %e, "prefetch source lookup failed; pages left to demand");
-            skipped(shared, counters, pages);
+            counters.failed.fetch_add(pages, Ordering::Relaxed);
             return first + pages;
         }
     };
@@ -235,15 +240,29 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters, buf: 
         // A hole: installed as zero pages in bulk, so no demand fault comes for it later.
         Extent::Zero(n) if n >= bytes => Fill::Zeros,
         _ => {
-            let data = &mut buf[..(run * bytes) as usize];
-            // Outside every lock: a slow read holds up this worker only.
-            if let Err(e) = shared.source.read_into(first * bytes, data) {
-                // Demand faults retry source failures; prefetch leaves the pages Missing.
-                tracing::debug!(first, %e, "prefetch source read failed; pages left to demand");
-                skipped(shared, counters, run);
-                return first + run;
+            // Outside every lock: a slow read holds up this worker only. A mapping made
+            // resident is copied by the kernel straight from the page cache (one memory copy
+            // less than through the buffer: docs/benchmarks.md).
+            let read = match shared.source.populated(first * bytes, run * bytes) {
+                Ok(Some(resident)) => Ok(resident),
+                Ok(None) => {
+                    let data = &mut buf[..(run * bytes) as usize];
+                    shared
+                        .source
+                        .read_into(first * bytes, data)
+                        .map(|()| &*data)
+                }
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(data) => Fill::Data(data),
+                Err(e) => {
+                    // Demand faults retry source failures; prefetch leaves the pages Missing.
+                    tracing::debug!(first, %e, "prefetch source read failed; pages left to demand");
+                    counters.failed.fetch_add(run, Ordering::Relaxed);
+                    return first + run;
+                }
             }
-            Fill::Data(data)
         }
     };
     install_locked(shared, claim, end, fill, counters)

@@ -61,6 +61,17 @@ pub trait PageSource: Send + Sync {
     fn read_resident(&self, offset: u64, buf: &mut [u8]) -> Result<bool, SourceError> {
         self.read_into(offset, buf).map(|()| true)
     }
+
+    /// For bulk installs (prefetch): `[offset, offset + len)` as a slice the kernel may copy
+    /// from directly, made resident first, so the copy waits for no storage and one memory
+    /// copy is saved; `None` where the source has no such slice, or must check the bytes in
+    /// user space (checksums), and the caller reads them with [`PageSource::read_into`].
+    /// The kernel copying from it must report a page lost since as an error (EFAULT), never
+    /// serve it. The default is `None`.
+    fn populated(&self, offset: u64, len: u64) -> Result<Option<&[u8]>, SourceError> {
+        let _ = (offset, len);
+        Ok(None)
+    }
 }
 
 impl PageSource for LayeredSource {
@@ -82,6 +93,11 @@ impl PageSource for LayeredSource {
     /// `preadv2(RWF_NOWAIT)`: the page cache only, verified the same way.
     fn read_resident(&self, offset: u64, buf: &mut [u8]) -> Result<bool, SourceError> {
         LayeredSource::read_resident(self, offset, buf).map_err(|e| SourceError(e.to_string()))
+    }
+
+    /// `MADV_POPULATE_READ` of the data file's mapping, for files without checksums.
+    fn populated(&self, offset: u64, len: u64) -> Result<Option<&[u8]>, SourceError> {
+        LayeredSource::populated(self, offset, len).map_err(|e| SourceError(e.to_string()))
     }
 }
 

@@ -2,16 +2,45 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use memmap2::Mmap;
+use memmap2::{Advice, Mmap};
 
 use crate::error::{Error, Result};
 
-/// Opens the file at `path` read-only and maps the whole of it shared, as a [`Bytes`] that owns
-/// the mapping (clones and slices share it; it is unmapped when the last one drops). The file
-/// comes back too, for reads that must not touch the mapping (`pread`).
-pub(crate) fn map_read_only(path: &Path) -> Result<(File, Bytes)> {
+/// A read-only shared mapping of a data file: the bytes, and the handle that advises on them.
+#[derive(Debug, Clone)]
+pub(crate) struct Mapped {
+    /// The whole file (clones and slices share the mapping; it is unmapped when the last one
+    /// drops).
+    pub(crate) bytes: Bytes,
+    map: Option<Arc<Mmap>>,
+}
+
+/// The owner [`Bytes`] keeps alive.
+struct SharedMap(Arc<Mmap>);
+
+impl AsRef<[u8]> for SharedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Mapped {
+    /// Makes `[offset, offset + len)` of the mapping resident (`MADV_POPULATE_READ`): a page the
+    /// file lost is an error here, where touching it would raise SIGBUS.
+    pub(crate) fn populate(&self, offset: usize, len: usize) -> std::io::Result<()> {
+        match &self.map {
+            Some(map) => map.advise_range(Advice::PopulateRead, offset, len),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Opens the file at `path` read-only and maps the whole of it shared. The file comes back
+/// too, for reads that must not touch the mapping (`pread`).
+pub(crate) fn map_read_only(path: &Path) -> Result<(File, Mapped)> {
     let file = File::open(path)
         .map_err(|e| Error::io(format!("opening data file {}", path.display()), e))?;
     let len = file
@@ -20,7 +49,11 @@ pub(crate) fn map_read_only(path: &Path) -> Result<(File, Bytes)> {
         .len();
     if len == 0 {
         // Nothing to map; an empty data file (a diff with no dirty pages) is valid.
-        return Ok((file, Bytes::new()));
+        let empty = Mapped {
+            bytes: Bytes::new(),
+            map: None,
+        };
+        return Ok((file, empty));
     }
     // SAFETY: `Mmap::map` is unsafe because the mapping aliases the file: if another process
     // writes to it the `&[u8]` we hand out changes underneath, and if it truncates it, touching
@@ -35,5 +68,10 @@ pub(crate) fn map_read_only(path: &Path) -> Result<(File, Bytes)> {
     // read (a `UFFDIO_COPY` source), which reports a lost page as EFAULT, not SIGBUS.
     let map = unsafe { Mmap::map(&file) }
         .map_err(|e| Error::io(format!("mapping data file {}", path.display()), e))?;
-    Ok((file, Bytes::from_owner(map)))
+    let map = Arc::new(map);
+    let mapped = Mapped {
+        bytes: Bytes::from_owner(SharedMap(map.clone())),
+        map: Some(map),
+    };
+    Ok((file, mapped))
 }

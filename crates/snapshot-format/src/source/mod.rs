@@ -87,6 +87,8 @@ struct BuildFile {
     /// Its size and modification time when opened.
     opened: FileStamp,
     data: Bytes,
+    /// The mapping behind `data`, to make ranges of it resident.
+    map: mapped::Mapped,
     /// Index of its checksum table in the header's, if it has one: its reads are verified
     /// against it instead of checking the file is unchanged.
     table: Option<usize>,
@@ -149,7 +151,8 @@ impl LayeredSource {
         let mut file_index: HashMap<Uuid, u32> = HashMap::new();
         for (build, needed) in header.storage_extents() {
             let path = files.get(&build).ok_or(Error::MissingBuildFile { build })?;
-            let (file, data) = mapped::map_read_only(path)?;
+            let (file, map) = mapped::map_read_only(path)?;
+            let data = map.bytes.clone();
             let actual = data.len() as u64;
             if actual < needed {
                 return Err(Error::DataFileTooShort {
@@ -185,6 +188,7 @@ impl LayeredSource {
                 file: Arc::new(file),
                 opened,
                 data,
+                map,
                 table,
                 nowait,
                 in_memory,
@@ -258,6 +262,33 @@ impl LayeredSource {
                 Chunk::Data(&file.data[range])
             }
         })
+    }
+
+    /// The bytes of `[offset, offset + len)` as one slice of a data file's mapping, made
+    /// resident first (`MADV_POPULATE_READ`, which answers an error where touching a page the
+    /// file lost would raise SIGBUS), for the kernel to copy from directly in bulk installs;
+    /// the file is checked unchanged first. `None` when the range is not one piece of one data
+    /// file, or when that file has checksums (its bytes must be read and verified:
+    /// [`LayeredSource::read_into`]).
+    pub fn populated(&self, offset: u64, len: u64) -> Result<Option<&[u8]>> {
+        let Piece::File(file, range) = self.locate(offset, len)? else {
+            return Ok(None);
+        };
+        if range.len() as u64 != len || file.table.is_some() {
+            return Ok(None);
+        }
+        file.check_unchanged()?;
+        file.map.populate(range.start, range.len()).map_err(|e| {
+            Error::io(
+                format!(
+                    "making {len} bytes at {:#x} of data file {} resident (image offset {offset:#x})",
+                    range.start,
+                    file.path.display()
+                ),
+                e,
+            )
+        })?;
+        Ok(Some(&file.data[range]))
     }
 
     /// The bytes of `[offset, offset + length)` as pieces in order: zero-copy views of the

@@ -295,7 +295,10 @@ fn apply(s: &Served, world: &Mutex<World>, op: &Op, what: &str) {
             ok(what, vmm.madvise_dontneed(off, len));
             let report = prefetch.wait(p);
             assert_eq!(
-                report.installed_pages + report.skipped_pages,
+                report.installed_pages
+                    + report.zero_pages
+                    + report.skipped_pages
+                    + report.failed_pages,
                 pages.end - pages.start,
                 "{what}: {report:?}"
             );
@@ -308,7 +311,10 @@ fn apply(s: &Served, world: &Mutex<World>, op: &Op, what: &str) {
                 .prefetch(std::iter::once(pages.start * p..pages.end * p))
                 .wait(p);
             assert_eq!(
-                report.installed_pages + report.skipped_pages,
+                report.installed_pages
+                    + report.zero_pages
+                    + report.skipped_pages
+                    + report.failed_pages,
                 pages.end - pages.start,
                 "{what}: {report:?}"
             );

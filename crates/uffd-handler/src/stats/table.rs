@@ -110,12 +110,13 @@ impl Stats {
                 };
                 format!(
                     "{} pages ({}) in {} ({rate:.0} MiB/s), {} holes as zero pages, {} \
-                     skipped{}",
+                     skipped, {} unreadable (left to demand){}",
                     r.installed_pages,
                     bytes(r.bytes),
                     secs(elapsed),
                     r.zero_pages,
                     r.skipped_pages,
+                    r.failed_pages,
                     if r.stopped { ", stopped early" } else { "" }
                 )
             }
