@@ -240,10 +240,10 @@ fn install_from(shared: &Shared, page: u64, end: u64, counters: &Counters, buf: 
         // A hole: installed as zero pages in bulk, so no demand fault comes for it later.
         Extent::Zero(n) if n >= bytes => Fill::Zeros,
         _ => {
-            // Outside every lock: a slow read holds up this worker only. A mapping made
-            // resident is copied by the kernel straight from the page cache (one memory copy
+            // Outside every lock: a slow read holds up this worker only. Bytes already in the
+            // page cache are copied by the kernel straight from the mapping (one memory copy
             // less than through the buffer: docs/benchmarks.md).
-            let read = match shared.source.populated(first * bytes, run * bytes) {
+            let read = match shared.source.resident_slice(first * bytes, run * bytes) {
                 Ok(Some(resident)) => Ok(resident),
                 Ok(None) => {
                     let data = &mut buf[..(run * bytes) as usize];

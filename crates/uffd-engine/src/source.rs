@@ -63,12 +63,12 @@ pub trait PageSource: Send + Sync {
     }
 
     /// For bulk installs (prefetch): `[offset, offset + len)` as a slice the kernel may copy
-    /// from directly, made resident first, so the copy waits for no storage and one memory
-    /// copy is saved; `None` where the source has no such slice, or must check the bytes in
-    /// user space (checksums), and the caller reads them with [`PageSource::read_into`].
-    /// The kernel copying from it must report a page lost since as an error (EFAULT), never
-    /// serve it. The default is `None`.
-    fn populated(&self, offset: u64, len: u64) -> Result<Option<&[u8]>, SourceError> {
+    /// from directly, all of it resident now, so the copy waits for no storage and one memory
+    /// copy is saved; `None` where the source has no such slice, where some of it is not
+    /// resident, or where the bytes must be checked in user space (checksums): the caller
+    /// then reads them with [`PageSource::read_into`]. The kernel copying from it must report
+    /// a page lost since as an error (EFAULT), never serve it. The default is `None`.
+    fn resident_slice(&self, offset: u64, len: u64) -> Result<Option<&[u8]>, SourceError> {
         let _ = (offset, len);
         Ok(None)
     }
@@ -95,9 +95,10 @@ impl PageSource for LayeredSource {
         LayeredSource::read_resident(self, offset, buf).map_err(|e| SourceError(e.to_string()))
     }
 
-    /// `MADV_POPULATE_READ` of the data file's mapping, for files without checksums.
-    fn populated(&self, offset: u64, len: u64) -> Result<Option<&[u8]>, SourceError> {
-        LayeredSource::populated(self, offset, len).map_err(|e| SourceError(e.to_string()))
+    /// The data file's mapping where `mincore` finds every page cached, for files without
+    /// checksums.
+    fn resident_slice(&self, offset: u64, len: u64) -> Result<Option<&[u8]>, SourceError> {
+        LayeredSource::resident(self, offset, len).map_err(|e| SourceError(e.to_string()))
     }
 }
 

@@ -1,11 +1,12 @@
-//! The crate's one `unsafe`: mapping a snapshot data file read-only.
+//! The crate's `unsafe`: mapping a snapshot data file read-only, and asking the kernel which
+//! of its pages are in the page cache.
 
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use memmap2::{Advice, Mmap};
+use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 
@@ -28,13 +29,45 @@ impl AsRef<[u8]> for SharedMap {
 }
 
 impl Mapped {
-    /// Makes `[offset, offset + len)` of the mapping resident (`MADV_POPULATE_READ`): a page the
-    /// file lost is an error here, where touching it would raise SIGBUS.
-    pub(crate) fn populate(&self, offset: usize, len: usize) -> std::io::Result<()> {
-        match &self.map {
-            Some(map) => map.advise_range(Advice::PopulateRead, offset, len),
-            None => Ok(()),
+    /// Whether every page of `[offset, offset + len)` of the file is in the page cache now
+    /// (`mincore`, which reads no page and maps nothing). `MADV_POPULATE_READ` would also
+    /// map the pages, but cost more than the copy it saves (docs/benchmarks.md).
+    pub(crate) fn is_resident(&self, offset: usize, len: usize) -> std::io::Result<bool> {
+        let Some(map) = &self.map else {
+            return Ok(len == 0);
+        };
+        let page = rustix::param::page_size();
+        let end = offset.saturating_add(len);
+        if end > map.len() {
+            return Ok(false);
         }
+        let start = offset / page * page;
+        // The mapping covers whole pages, the last one past the end of the file.
+        let span = end.div_ceil(page) * page - start;
+        let mut flags = [0u8; 512];
+        let mut done = 0;
+        while done < span {
+            let chunk = (span - done).min(flags.len() * page);
+            // SAFETY: `[start + done, start + done + chunk)` lies within the pages of the live
+            // mapping `map` (checked against its length above, rounded to whole pages, which the
+            // mapping covers); `mincore` reads no byte of it and writes one byte per page, at
+            // most `flags.len()` bytes, into `flags`.
+            let rc = unsafe {
+                libc::mincore(
+                    map.as_ptr().add(start + done).cast_mut().cast(),
+                    chunk,
+                    flags.as_mut_ptr(),
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if flags[..chunk / page].iter().any(|f| f & 1 == 0) {
+                return Ok(false);
+            }
+            done += chunk;
+        }
+        Ok(true)
     }
 }
 

@@ -264,13 +264,15 @@ impl LayeredSource {
         })
     }
 
-    /// The bytes of `[offset, offset + len)` as one slice of a data file's mapping, made
-    /// resident first (`MADV_POPULATE_READ`, which answers an error where touching a page the
-    /// file lost would raise SIGBUS), for the kernel to copy from directly in bulk installs;
-    /// the file is checked unchanged first. `None` when the range is not one piece of one data
-    /// file, or when that file has checksums (its bytes must be read and verified:
-    /// [`LayeredSource::read_into`]).
-    pub fn populated(&self, offset: u64, len: u64) -> Result<Option<&[u8]>> {
+    /// The bytes of `[offset, offset + len)` as one slice of a data file's mapping whose pages
+    /// are all in the page cache now (`mincore`), for the kernel to copy from directly in bulk
+    /// installs, without a read into a buffer first; the file is checked unchanged first.
+    /// `None` when the range is not one piece of one data file, when a page of it is not in
+    /// the page cache (read it with [`LayeredSource::read_into`], which waits for storage
+    /// outside the caller's locks), or when the file has checksums (its bytes must be read
+    /// and verified). A page evicted between this answer and the copy is read by the kernel
+    /// inside the copy; one the file lost since makes the copy fail with EFAULT.
+    pub fn resident(&self, offset: u64, len: u64) -> Result<Option<&[u8]>> {
         let Piece::File(file, range) = self.locate(offset, len)? else {
             return Ok(None);
         };
@@ -278,17 +280,21 @@ impl LayeredSource {
             return Ok(None);
         }
         file.check_unchanged()?;
-        file.map.populate(range.start, range.len()).map_err(|e| {
-            Error::io(
-                format!(
-                    "making {len} bytes at {:#x} of data file {} resident (image offset {offset:#x})",
-                    range.start,
-                    file.path.display()
-                ),
-                e,
-            )
-        })?;
-        Ok(Some(&file.data[range]))
+        let resident = file
+            .map
+            .is_resident(range.start, range.len())
+            .map_err(|e| {
+                Error::io(
+                    format!(
+                        "asking which of {len} bytes at {:#x} of data file {} are cached (image \
+                     offset {offset:#x})",
+                        range.start,
+                        file.path.display()
+                    ),
+                    e,
+                )
+            })?;
+        Ok(resident.then(|| &file.data[range]))
     }
 
     /// The bytes of `[offset, offset + length)` as pieces in order: zero-copy views of the
