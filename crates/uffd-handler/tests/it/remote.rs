@@ -12,6 +12,8 @@ use std::process::Command;
 use test_support::s3::{BUCKET, S3Server};
 use test_vmm::{Touch, VmmError};
 
+use crate::metrics::{scrape_unix, value};
+
 use crate::common::{
     DAEMON_BIN, Daemon, MIB, Model, PAGE, TIMEOUT, TestDir, exit_code, model_image, start_vmm,
     verify,
@@ -107,12 +109,38 @@ fn serve(
     Daemon::start_at(dir, socket, &args)
 }
 
-/// Restores the whole image in a VMM, checks every byte, and returns the daemon's `store`
-/// figures once the VMM has exited.
-fn restore_and_verify(daemon: Daemon, model: &Model) -> serde_json::Value {
+/// Restores the whole image in a VMM, checks every byte, and returns the daemon's statistics
+/// taken then. With `metrics` (the daemon's `--metrics` socket), the scrape of that quiescent
+/// moment must agree with them.
+fn restore_and_verify(daemon: Daemon, model: &Model, metrics: Option<&Path>) -> serde_json::Value {
     let vmm = start_vmm(&daemon, vec![SIZE / 2, SIZE / 2], false);
     verify(&daemon, &vmm, model);
     let stats = daemon.control("stats");
+    if let Some(socket) = metrics {
+        let scrape = scrape_unix(socket);
+        let store = &stats["store"];
+        for (metric, labels, field) in [
+            ("uffd_store_gets_total", &[][..], "gets"),
+            ("uffd_store_fetched_bytes_total", &[], "bytes_fetched"),
+            ("uffd_store_retries_total", &[], "retries"),
+            (
+                "uffd_chunk_cache_lookups_total",
+                &[("result", "hit")],
+                "chunk_hits",
+            ),
+            (
+                "uffd_chunk_cache_lookups_total",
+                &[("result", "fetched")],
+                "chunk_fetches",
+            ),
+        ] {
+            assert_eq!(
+                value(&scrape, metric, labels),
+                store[field].as_u64().unwrap() as f64,
+                "{metric} {labels:?} against {field} of {stats:#}"
+            );
+        }
+    }
     assert!(vmm.exit().unwrap().success());
     let (status, stderr) = daemon.wait(TIMEOUT);
     assert_eq!(exit_code(status, &stderr), 0, "{stderr}");
@@ -137,7 +165,11 @@ fn a_pushed_snapshot_restores_cold_then_warm_without_data_gets() {
     // A cache directory that does not exist yet: created, private.
     let cache = dir.join("cache/chunks");
 
-    let cold = restore_and_verify(serve(&dir, "cold.sock", &server, &url, &cache, &[]), &model);
+    let cold = restore_and_verify(
+        serve(&dir, "cold.sock", &server, &url, &cache, &[]),
+        &model,
+        None,
+    );
     let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700, "cache directory mode {mode:o}");
     let store = &cold["store"];
@@ -146,7 +178,19 @@ fn a_pushed_snapshot_restores_cold_then_warm_without_data_gets() {
     assert_eq!(store["retries"], 0, "{cold:#}");
 
     // Same cache: the header is the only GET.
-    let warm = restore_and_verify(serve(&dir, "warm.sock", &server, &url, &cache, &[]), &model);
+    let metrics = dir.join("metrics.sock");
+    let warm = restore_and_verify(
+        serve(
+            &dir,
+            "warm.sock",
+            &server,
+            &url,
+            &cache,
+            &["--metrics", path(&metrics)],
+        ),
+        &model,
+        Some(&metrics),
+    );
     let store = &warm["store"];
     assert_eq!(store["chunk_fetches"], 0, "{warm:#}");
     assert_eq!(store["gets"], 1, "{warm:#}");
@@ -192,7 +236,7 @@ fn the_working_set_is_read_from_the_store() {
         &dir.join("cache"),
         &["--prefetch", "working-set"],
     );
-    let stats = restore_and_verify(daemon, &model);
+    let stats = restore_and_verify(daemon, &model, None);
     // 16 working-set pages, then the whole image.
     assert_eq!(
         stats["prefetch"]["total_pages"],
