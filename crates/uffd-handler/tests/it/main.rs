@@ -14,5 +14,6 @@ mod hostile_uid;
 mod lifecycle;
 mod metrics;
 mod remote;
+mod remote_measure;
 mod stats;
 mod storage;
