@@ -174,8 +174,12 @@ impl ServeConfig {
             (PrefetchMode::WorkingSet, None, Origin::Remote(remote)) => {
                 crate::store_flags::stored_working_set(remote)?
             }
+            // A local snapshot always has a default path: not reached.
             (PrefetchMode::WorkingSet, None, Origin::Local(_)) => {
-                unreachable!("a local snapshot has a default working-set path")
+                return Err(ConfigError::flag(
+                    "--working-set",
+                    "no working set to replay",
+                ));
             }
             _ if args.working_set.is_some() => {
                 return Err(ConfigError::flag(
