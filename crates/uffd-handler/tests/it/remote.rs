@@ -61,11 +61,13 @@ fn snapshot_dir(dir: &TestDir, model: &Model) -> (PathBuf, u64, u64) {
     (snapshot, data_len, header_bytes.len() as u64)
 }
 
-/// Runs `uffd-handler snapshot <args>`: exit code, stdout, stderr.
-fn snapshot_command(args: &[&str]) -> (i32, String, String) {
+/// Runs `uffd-handler snapshot <args>` with `env` added to its environment: exit code,
+/// stdout, stderr.
+fn snapshot_command(args: &[&str], env: &[(String, String)]) -> (i32, String, String) {
     let out = Command::new(DAEMON_BIN)
         .arg("snapshot")
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run uffd-handler snapshot");
     (
@@ -80,7 +82,7 @@ fn push(server: &S3Server, snapshot: &Path, url: &str) {
     let flags = store_flags(server);
     let mut args = vec!["push", path(snapshot), url];
     args.extend(flags.iter().map(String::as_str));
-    let (code, stdout, stderr) = snapshot_command(&args);
+    let (code, stdout, stderr) = snapshot_command(&args, &[]);
     assert_eq!(code, 0, "push failed: {stderr}");
     assert!(stdout.contains("3 object(s) uploaded"), "{stdout}");
 }
@@ -197,12 +199,15 @@ fn a_pushed_snapshot_restores_cold_then_warm_without_data_gets() {
     assert_eq!(store["bytes_fetched"], header_len, "{warm:#}");
     assert!(store["chunk_hits"].as_u64().unwrap() > 0, "{warm:#}");
 
-    // And back: the pulled directory has the same files.
+    // And back: the pulled directory has the same files. The endpoint and credentials come
+    // from the environment this time (`AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`, ...), as on a host.
     let pulled = dir.join("pulled");
-    let flags = store_flags(&server);
-    let mut args = vec!["pull", &url, path(&pulled)];
-    args.extend(flags.iter().map(String::as_str));
-    let (code, stdout, stderr) = snapshot_command(&args);
+    let env: Vec<(String, String)> = server
+        .options()
+        .into_iter()
+        .map(|(k, v)| (k.to_uppercase(), v))
+        .collect();
+    let (code, stdout, stderr) = snapshot_command(&["pull", &url, path(&pulled)], &env);
     assert_eq!(code, 0, "pull failed: {stderr}");
     assert!(stdout.contains("pulled"), "{stdout}");
     for entry in std::fs::read_dir(&snapshot).unwrap() {
