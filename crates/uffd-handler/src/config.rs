@@ -98,6 +98,13 @@ impl Snapshot {
         }
     }
 
+    /// Waits until every chunk transfer under way has ended (none for a local snapshot).
+    pub(crate) fn wait_fetches(&self) {
+        if let Origin::Remote(remote) = &self.origin {
+            remote.wait_fetches();
+        }
+    }
+
     /// The store's figures so far, when the snapshot is remote.
     pub(crate) fn store_stats(&self) -> Option<StoreStats> {
         match &self.origin {

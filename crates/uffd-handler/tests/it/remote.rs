@@ -111,10 +111,16 @@ fn serve(
     Daemon::start_at(dir, socket, &args)
 }
 
-/// Restores the whole image in a VMM, checks every byte, and returns the daemon's statistics
-/// taken then. With `metrics` (the daemon's `--metrics` socket), the scrape of that quiescent
-/// moment must agree with them.
-fn restore_and_verify(daemon: Daemon, model: &Model, metrics: Option<&Path>) -> serde_json::Value {
+/// Restores the whole image in a VMM, checks every byte, and returns the daemon's final
+/// statistics (`stats_json`, written at exit, after every chunk transfer ended). With
+/// `metrics` (the daemon's `--metrics` socket), a scrape taken once every byte was read must
+/// agree with the `stats` of the same moment (for a warm cache: no transfer under way).
+fn restore_and_verify(
+    daemon: Daemon,
+    model: &Model,
+    stats_json: &Path,
+    metrics: Option<&Path>,
+) -> serde_json::Value {
     let vmm = start_vmm(&daemon, vec![SIZE / 2, SIZE / 2], false);
     verify(&daemon, &vmm, model);
     let stats = daemon.control("stats");
@@ -150,7 +156,7 @@ fn restore_and_verify(daemon: Daemon, model: &Model, metrics: Option<&Path>) -> 
         stderr.contains("object store"),
         "no store line in the table:\n{stderr}"
     );
-    stats
+    serde_json::from_slice(&std::fs::read(stats_json).unwrap()).unwrap()
 }
 
 #[test]
@@ -167,9 +173,18 @@ fn a_pushed_snapshot_restores_cold_then_warm_without_data_gets() {
     // A cache directory that does not exist yet: created, private.
     let cache = dir.join("cache/chunks");
 
+    let cold_json = dir.join("cold.json");
     let cold = restore_and_verify(
-        serve(&dir, "cold.sock", &server, &url, &cache, &[]),
+        serve(
+            &dir,
+            "cold.sock",
+            &server,
+            &url,
+            &cache,
+            &["--stats-json", path(&cold_json)],
+        ),
         &model,
+        &cold_json,
         None,
     );
     let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
@@ -181,6 +196,7 @@ fn a_pushed_snapshot_restores_cold_then_warm_without_data_gets() {
 
     // Same cache: the header is the only GET.
     let metrics = dir.join("metrics.sock");
+    let warm_json = dir.join("warm.json");
     let warm = restore_and_verify(
         serve(
             &dir,
@@ -188,9 +204,15 @@ fn a_pushed_snapshot_restores_cold_then_warm_without_data_gets() {
             &server,
             &url,
             &cache,
-            &["--metrics", path(&metrics)],
+            &[
+                "--metrics",
+                path(&metrics),
+                "--stats-json",
+                path(&warm_json),
+            ],
         ),
         &model,
+        &warm_json,
         Some(&metrics),
     );
     let store = &warm["store"];
@@ -233,15 +255,21 @@ fn the_working_set_is_read_from_the_store() {
     push(&server, &snapshot, &url);
     // The local copy is gone: the working set can only come from the store.
     std::fs::remove_dir_all(&snapshot).unwrap();
+    let stats_json = dir.join("stats.json");
     let daemon = serve(
         &dir,
         "ws.sock",
         &server,
         &url,
         &dir.join("cache"),
-        &["--prefetch", "working-set"],
+        &[
+            "--prefetch",
+            "working-set",
+            "--stats-json",
+            path(&stats_json),
+        ],
     );
-    let stats = restore_and_verify(daemon, &model, None);
+    let stats = restore_and_verify(daemon, &model, &stats_json, None);
     // 16 working-set pages, then the whole image.
     assert_eq!(
         stats["prefetch"]["total_pages"],
