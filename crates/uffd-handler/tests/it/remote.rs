@@ -15,8 +15,8 @@ use test_vmm::{Touch, VmmError};
 use crate::metrics::{scrape_unix, value};
 
 use crate::common::{
-    DAEMON_BIN, Daemon, MIB, Model, PAGE, TIMEOUT, TestDir, exit_code, model_image, start_vmm,
-    verify,
+    DAEMON_BIN, Daemon, MIB, Model, PAGE, TIMEOUT, TestDir, assert_hashes, exit_code, model_image,
+    start_vmm, verify,
 };
 
 const SEED: u64 = 0x53_0b1e;
@@ -240,6 +240,63 @@ fn a_pushed_snapshot_restores_cold_then_warm_without_data_gets() {
             "{name:?} differs after push and pull"
         );
     }
+}
+
+/// Two daemons restore the same snapshot at once through one cache directory: every byte
+/// right in both VMMs, and each data chunk fetched once on the host (by one daemon or the
+/// other; the per-chunk locks make the second find it fetched).
+#[test]
+fn two_daemons_on_one_cache_fetch_each_chunk_once() {
+    let test = "remote-two-daemons";
+    let Some(server) = S3Server::start(test) else {
+        return;
+    };
+    let dir = TestDir::new(test);
+    let model = model_image(SEED + 2, SIZE, PAGE);
+    let (snapshot, data_len, header_len) = snapshot_dir(&dir, &model);
+    let url = format!("s3://{BUCKET}/vm-5/gen-0");
+    push(&server, &snapshot, &url);
+    let cache = dir.join("cache");
+    let started: Vec<(Daemon, PathBuf)> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let json = dir.join(&format!("{name}.json"));
+            let daemon = serve(
+                &dir,
+                &format!("{name}.sock"),
+                &server,
+                &url,
+                &cache,
+                &["--stats-json", path(&json)],
+            );
+            (daemon, json)
+        })
+        .collect();
+    let vmms: Vec<_> = started
+        .iter()
+        .map(|(daemon, _)| start_vmm(daemon, vec![SIZE / 2, SIZE / 2], false))
+        .collect();
+    // Both hash at once, each from four threads.
+    let pending: Vec<_> = vmms
+        .iter()
+        .map(|vmm| vmm.start_hash(0, SIZE, 4).expect("start hash"))
+        .collect();
+    for hashes in pending {
+        assert_hashes(&hashes.wait().expect("hash every block"), &model, 0, SIZE);
+    }
+    let mut fetched = 0;
+    let mut bytes = 0;
+    for (vmm, (daemon, json)) in vmms.into_iter().zip(started) {
+        assert!(vmm.exit().unwrap().success());
+        let (status, stderr) = daemon.wait(TIMEOUT);
+        assert_eq!(exit_code(status, &stderr), 0, "{stderr}");
+        let stats: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        fetched += stats["store"]["chunk_fetches"].as_u64().unwrap();
+        bytes += stats["store"]["bytes_fetched"].as_u64().unwrap();
+    }
+    assert_eq!(fetched, data_len.div_ceil(CHUNK));
+    assert_eq!(bytes, 2 * header_len + data_len);
 }
 
 #[test]
