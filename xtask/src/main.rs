@@ -169,11 +169,12 @@ fn lint() -> Result<(), String> {
 }
 
 /// The crates other projects take: each must build for Firecracker's other architecture.
-const LIBRARY_CRATES: [&str; 6] = [
+const LIBRARY_CRATES: [&str; 7] = [
     "uffd-sys",
     "uffd-core",
     "page-tracker",
     "snapshot-format",
+    "snapshot-store",
     "uffd-engine",
     "uffd-handshake",
 ];

@@ -61,6 +61,11 @@ pub(crate) fn open(url_text: &str, config: &StoreConfig) -> Result<Location> {
                 .with_url(url.as_str())
                 .with_client_options(client)
                 .with_retry(retry);
+            for (key, value) in
+                env_client_settings("AWS_", |k| matches!(k, AmazonS3ConfigKey::Client(_)))
+            {
+                builder = builder.with_config(key, value);
+            }
             for (key, value) in &config.options {
                 builder = builder.with_config(parse_key::<AmazonS3ConfigKey>(key)?, value);
             }
@@ -72,6 +77,11 @@ pub(crate) fn open(url_text: &str, config: &StoreConfig) -> Result<Location> {
                 .with_url(url.as_str())
                 .with_client_options(client)
                 .with_retry(retry);
+            for (key, value) in
+                env_client_settings("GOOGLE_", |k| matches!(k, GoogleConfigKey::Client(_)))
+            {
+                builder = builder.with_config(key, value);
+            }
             for (key, value) in &config.options {
                 builder = builder.with_config(parse_key::<GoogleConfigKey>(key)?, value);
             }
@@ -83,6 +93,11 @@ pub(crate) fn open(url_text: &str, config: &StoreConfig) -> Result<Location> {
                 .with_url(url.as_str())
                 .with_client_options(client)
                 .with_retry(retry);
+            for (key, value) in
+                env_client_settings("AZURE_", |k| matches!(k, AzureConfigKey::Client(_)))
+            {
+                builder = builder.with_config(key, value);
+            }
             for (key, value) in &config.options {
                 builder = builder.with_config(parse_key::<AzureConfigKey>(key)?, value);
             }
@@ -124,6 +139,22 @@ pub(crate) fn open(url_text: &str, config: &StoreConfig) -> Result<Location> {
         prefix,
         shown,
     })
+}
+
+/// The client settings the environment gives under `prefix` (`AWS_ALLOW_HTTP`,
+/// `GOOGLE_PROXY_URL`, ...), read as `from_env` reads them: `with_client_options` replaces
+/// what `from_env` had read, so they are applied again after it (and before the explicit
+/// options, which win).
+fn env_client_settings<K: FromStr>(
+    prefix: &str,
+    is_client: impl Fn(&K) -> bool,
+) -> Vec<(K, String)> {
+    std::env::vars_os()
+        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
+        .filter(|(key, _)| key.starts_with(prefix))
+        .filter_map(|(key, value)| Some((key.to_ascii_lowercase().parse::<K>().ok()?, value)))
+        .filter(|(key, _)| is_client(key))
+        .collect()
 }
 
 fn parse_key<K: FromStr>(key: &str) -> Result<K> {

@@ -140,11 +140,15 @@ impl RemoteSource {
     ///
     /// [`StoreError::OutOfRange`]; cache errors.
     pub fn read_resident(&self, offset: u64, buf: &mut [u8]) -> Result<bool> {
+        let hits = &self.store.counters().chunk_hits;
         self.walk(offset, buf, |cache, chunks| {
             for chunk in chunks {
                 if !cache.is_present(chunk)? {
                     return Ok(false);
                 }
+                // A lookup the cache answered, as in `read_into`; a miss is counted by the
+                // `read_into` that follows it.
+                hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Ok(true)
         })

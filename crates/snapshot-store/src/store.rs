@@ -53,7 +53,7 @@ pub struct StoreStats {
     pub retries: u64,
     /// PUT requests that succeeded.
     pub puts: u64,
-    /// Chunk lookups answered by the cache.
+    /// Chunk lookups answered by the cache (by `read_into` and `read_resident` alike).
     pub chunk_hits: u64,
     /// Chunks this process fetched from the store.
     pub chunk_fetches: u64,

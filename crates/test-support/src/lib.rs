@@ -7,7 +7,8 @@
 //!
 //! For userfaultfd tests, [`mapping`] has memory accessed through raw pointers only and a
 //! mapping registered with its own uffd ([`Mapping`], [`Region`]), and [`threads`] a thread
-//! that may block on a fault, waited for with a bound ([`Pending`], [`spawn`]).
+//! that may block on a fault, waited for with a bound ([`Pending`], [`spawn`]). [`s3`] runs
+//! a real S3-compatible server for the object-storage tests.
 
 // `mapping` maps and accesses memory (mmap, munmap, raw-pointer loads): the one module allowed
 // unsafe code, each block with its SAFETY argument. Everything else stays free of it.
@@ -21,6 +22,7 @@ use std::time::Duration;
 mod io;
 #[allow(unsafe_code)]
 pub mod mapping;
+pub mod s3;
 pub mod threads;
 
 pub use io::{poll_in, send_with_fds};

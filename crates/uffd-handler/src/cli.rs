@@ -28,11 +28,70 @@ pub(crate) enum CliCommand {
     /// until it exits.
     #[command(after_help = EXIT_CODES_HELP)]
     Serve(Box<ServeArgs>),
+    /// Copy a snapshot directory to object storage or back (exit 0, or 1 with the reason).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `uffd-handler snapshot ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum SnapshotCommand {
+    /// Upload a snapshot directory (data files, working set, header last: a header in the
+    /// store always has its data). Data objects already there with the right length are
+    /// skipped.
+    Push {
+        /// The snapshot directory (`header` plus `<uuid>.data` files).
+        dir: PathBuf,
+        /// Where to: `s3://bucket/prefix`, `gs://`, `az://`, `http(s)://`, `file://`.
+        url: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Download a snapshot from object storage into a directory (created if missing), header
+    /// last.
+    Pull {
+        /// Where from.
+        url: String,
+        /// The snapshot directory to write.
+        dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// How to talk to the object store (`--snapshot-url`, `snapshot push`/`pull`).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct StoreArgs {
+    /// An object_store setting, after the store's usual environment (`AWS_*`, `GOOGLE_*`,
+    /// `AZURE_*`): `aws_endpoint=http://127.0.0.1:9000`, `aws_allow_http=true`,
+    /// `aws_region=...`, ... Repeat for more. Values are never logged.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_store_option)]
+    pub store_option: Vec<(String, String)>,
+    /// Attempts per store request before it fails (then the engine's own retries, then
+    /// fatal).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub store_attempts: u32,
+    /// A store read that receives no byte for this long is abandoned and retried (not a
+    /// deadline on the whole transfer).
+    #[arg(long, value_name = "DURATION", default_value = "5", value_parser = parse_duration)]
+    pub store_idle_timeout: Duration,
+}
+
+/// `KEY=VALUE` of `--store-option`.
+fn parse_store_option(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err("expected KEY=VALUE".to_owned()),
+    }
 }
 
 /// The flags of `serve`.
 #[derive(Debug, Clone, Args)]
-#[command(group(clap::ArgGroup::new("snapshot").required(true).args(["memory_file", "snapshot_dir"])))]
+#[command(group(
+    clap::ArgGroup::new("snapshot")
+        .required(true)
+        .args(["memory_file", "snapshot_dir", "snapshot_url"])
+))]
 pub(crate) struct ServeArgs {
     /// The Unix socket the VMM connects to (Firecracker's `mem_backend.backend_path`). Created
     /// with mode 0600; a stale socket there is replaced, any other file is an error.
@@ -49,6 +108,25 @@ pub(crate) struct ServeArgs {
     /// references.
     #[arg(long, value_name = "DIR")]
     pub snapshot_dir: Option<PathBuf>,
+    /// Serve a snapshot directory kept in object storage (`s3://bucket/prefix`, `gs://`,
+    /// `az://`, `http(s)://`, `file://`), fetched lazily through the host's chunk cache.
+    #[arg(long, value_name = "URL")]
+    pub snapshot_url: Option<String>,
+    /// With `--snapshot-url`: the host's chunk cache, shared by every restore on the host
+    /// (created with mode 0700 if missing).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/cache/uffd-handler",
+        requires = "snapshot_url"
+    )]
+    pub cache_dir: PathBuf,
+    /// With `--snapshot-url`: the fetch unit of the chunk cache (a power of two of at least
+    /// 4 KiB; default 4M). A cache directory holds each build at one chunk size.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, requires = "snapshot_url")]
+    pub chunk_size: Option<u64>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Block size of a plain memory file's mapping (bytes, or with a K, M or G suffix;
     /// default 4096): the granularity of the diffs written from it. Guests with 4 KiB or
     /// 2 MiB pages work with either 4 KiB or 2 MiB.
@@ -222,11 +300,20 @@ mod tests {
         assert!(parse(&["--fault-around", "12"]).is_err());
         assert!(parse(&["--metrics", "127.0.0.1:9100"]).is_ok());
         assert!(parse(&["--metrics", "0.0.0.0:9100"]).is_err());
-        let cli = parse(&["--record-working-set"]).unwrap();
-        let CliCommand::Serve(args) = cli.command;
+        assert!(parse(&["--snapshot-url", "s3://b/p"]).is_err());
+        assert!(parse(&["--store-option", "novalue"]).is_err());
+        let serve_args = |cli: Cli| match cli.command {
+            CliCommand::Serve(args) => args,
+            CliCommand::Snapshot(_) => panic!("not serve"),
+        };
+        let args = serve_args(parse(&["--record-working-set"]).unwrap());
         assert_eq!(args.record_working_set, Some(None));
-        let cli = parse(&["--record-working-set", "/w"]).unwrap();
-        let CliCommand::Serve(args) = cli.command;
+        let args = serve_args(parse(&["--record-working-set", "/w"]).unwrap());
         assert_eq!(args.record_working_set, Some(Some(PathBuf::from("/w"))));
+        let args = serve_args(parse(&["--store-option", "aws_region=a=b"]).unwrap());
+        assert_eq!(
+            args.store.store_option,
+            vec![("aws_region".to_owned(), "a=b".to_owned())]
+        );
     }
 }

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use snapshot_format::{LayeredSource, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
+use snapshot_store::{RemoteSource, StoreStats};
 
 use super::cli::{
     FaultAround, MetricsAddr, OnFatal, OnSignal, ParentFiles, PrefetchMode, ServeArgs,
 };
 use snapshot_format::working_set;
-use uffd_engine::EngineConfig;
+use uffd_engine::{EngineConfig, PageSource};
 use uffd_handshake::PeerPolicy;
 
 /// Default block size of a plain memory file.
@@ -43,14 +44,14 @@ pub(crate) enum ConfigError {
 }
 
 impl ConfigError {
-    fn flag(flag: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn flag(flag: &'static str, message: impl Into<String>) -> Self {
         ConfigError::Flag {
             flag,
             message: message.into(),
         }
     }
 
-    fn file(flag: &'static str, path: &Path, message: impl Into<String>) -> Self {
+    pub(crate) fn file(flag: &'static str, path: &Path, message: impl Into<String>) -> Self {
         ConfigError::File {
             flag,
             path: path.to_path_buf(),
@@ -60,12 +61,66 @@ impl ConfigError {
 }
 
 /// The snapshot being served.
-#[derive(Debug)]
 pub(crate) struct Snapshot {
-    /// Its bytes.
-    pub(crate) source: Arc<LayeredSource>,
+    /// Its bytes, as the engine reads them.
+    pub(crate) source: Arc<dyn PageSource>,
+    /// Where they come from.
+    pub(crate) origin: Origin,
     /// For logs: what it is.
     pub(crate) description: String,
+}
+
+/// Where a snapshot's bytes come from.
+#[derive(Debug)]
+pub(crate) enum Origin {
+    /// Files on this host (`--memory-file`, `--snapshot-dir`).
+    Local(Arc<LayeredSource>),
+    /// Object storage through the host's chunk cache (`--snapshot-url`).
+    Remote(Arc<RemoteSource>),
+}
+
+impl Snapshot {
+    /// A snapshot of files on this host.
+    fn local(source: LayeredSource, description: String) -> Self {
+        let source = Arc::new(source);
+        Snapshot {
+            source: source.clone(),
+            origin: Origin::Local(source),
+            description,
+        }
+    }
+
+    /// The files, when the snapshot is local (the next generation links or copies them).
+    pub(crate) fn local_source(&self) -> Option<&LayeredSource> {
+        match &self.origin {
+            Origin::Local(source) => Some(source),
+            Origin::Remote(_) => None,
+        }
+    }
+
+    /// Waits until every chunk transfer under way has ended (none for a local snapshot).
+    pub(crate) fn wait_fetches(&self) {
+        if let Origin::Remote(remote) = &self.origin {
+            remote.wait_fetches();
+        }
+    }
+
+    /// The store's figures so far, when the snapshot is remote.
+    pub(crate) fn store_stats(&self) -> Option<StoreStats> {
+        match &self.origin {
+            Origin::Local(_) => None,
+            Origin::Remote(remote) => Some(remote.store().stats()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("origin", &self.origin)
+            .field("description", &self.description)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Everything `serve` needs, checked.
@@ -118,11 +173,21 @@ impl ServeConfig {
             return Err(ConfigError::flag("--handshake-timeout", "must be above 0"));
         }
         let (snapshot, default_working_set) = open_snapshot(args)?;
-        let image_size = snapshot.source.header().size();
-        let working_set_path = args.working_set.clone().unwrap_or(default_working_set);
-        let working_set = match args.prefetch {
-            PrefetchMode::WorkingSet => working_set::read(&working_set_path, image_size)
+        let image_size = snapshot.source.size();
+        let working_set_path = args.working_set.clone().or(default_working_set);
+        let working_set = match (args.prefetch, &working_set_path, &snapshot.origin) {
+            (PrefetchMode::WorkingSet, Some(path), _) => working_set::read(path, image_size)
                 .map_err(|e| ConfigError::flag("--working-set", e.to_string()))?,
+            (PrefetchMode::WorkingSet, None, Origin::Remote(remote)) => {
+                crate::store_flags::stored_working_set(remote)?
+            }
+            // A local snapshot always has a default path: not reached.
+            (PrefetchMode::WorkingSet, None, Origin::Local(_)) => {
+                return Err(ConfigError::flag(
+                    "--working-set",
+                    "no working set to replay",
+                ));
+            }
             _ if args.working_set.is_some() => {
                 return Err(ConfigError::flag(
                     "--working-set",
@@ -132,7 +197,13 @@ impl ServeConfig {
             _ => Vec::new(),
         };
         let record_working_set = match &args.record_working_set {
-            Some(None) => Some(working_set_path),
+            Some(None) => Some(working_set_path.ok_or_else(|| {
+                ConfigError::flag(
+                    "--record-working-set",
+                    "give a FILE: the snapshot is in object storage, there is no directory \
+                     beside it to write to",
+                )
+            })?),
             Some(Some(path)) => Some(path.clone()),
             None => None,
         };
@@ -143,6 +214,14 @@ impl ServeConfig {
             check_parent_dir("--stats-json", path)?;
         }
         if let Some(dir) = &args.next_generation {
+            if snapshot.local_source().is_none() {
+                return Err(ConfigError::flag(
+                    "--next-generation",
+                    "not supported with --snapshot-url yet: writing the next generation \
+                     needs the parent's data files on this host (pull the snapshot with \
+                     `uffd-handler snapshot pull` and serve it with --snapshot-dir)",
+                ));
+            }
             prepare_dir("--next-generation", dir)?;
         }
         let engine = EngineConfig {
@@ -188,10 +267,20 @@ impl ServeConfig {
     }
 }
 
-/// Opens the snapshot; also returns the default working-set path beside it.
-fn open_snapshot(args: &ServeArgs) -> Result<(Snapshot, PathBuf), ConfigError> {
-    match (&args.memory_file, &args.snapshot_dir) {
-        (Some(file), None) => {
+/// Opens the snapshot; also returns the default working-set path beside it (none for a
+/// snapshot in object storage: its working set is an object beside its header).
+fn open_snapshot(args: &ServeArgs) -> Result<(Snapshot, Option<PathBuf>), ConfigError> {
+    match (&args.memory_file, &args.snapshot_dir, &args.snapshot_url) {
+        (None, None, Some(url)) => {
+            if args.block_size.is_some() {
+                return Err(ConfigError::flag(
+                    "--block-size",
+                    "applies to --memory-file only (a snapshot's header has its own)",
+                ));
+            }
+            Ok((crate::store_flags::open_remote(args, url)?, None))
+        }
+        (Some(file), None, None) => {
             let block_size = args.block_size.unwrap_or(DEFAULT_BLOCK_SIZE);
             if !block_size.is_power_of_two()
                 || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size)
@@ -228,13 +317,10 @@ fn open_snapshot(args: &ServeArgs) -> Result<(Snapshot, PathBuf), ConfigError> {
                 .map_err(|e| ConfigError::file("--memory-file", file, e.to_string()))?;
             let mut default_ws = file.as_os_str().to_owned();
             default_ws.push(".working-set");
-            let snapshot = Snapshot {
-                source: Arc::new(source),
-                description: format!("memory file {}", file.display()),
-            };
-            Ok((snapshot, default_ws.into()))
+            let snapshot = Snapshot::local(source, format!("memory file {}", file.display()));
+            Ok((snapshot, Some(default_ws.into())))
         }
-        (None, Some(dir)) => {
+        (None, Some(dir), None) => {
             if args.block_size.is_some() {
                 return Err(ConfigError::flag(
                     "--block-size",
@@ -247,17 +333,17 @@ fn open_snapshot(args: &ServeArgs) -> Result<(Snapshot, PathBuf), ConfigError> {
             let source = LayeredSource::open_dir(dir)
                 .map_err(|e| ConfigError::file("--snapshot-dir", dir, e.to_string()))?;
             let generation = source.header().metadata().generation;
-            let snapshot = Snapshot {
-                source: Arc::new(source),
-                description: format!(
-                    "snapshot directory {} (generation {generation})",
-                    dir.display()
-                ),
-            };
-            Ok((snapshot, dir.join("working-set")))
+            let description = format!(
+                "snapshot directory {} (generation {generation})",
+                dir.display()
+            );
+            Ok((
+                Snapshot::local(source, description),
+                Some(dir.join("working-set")),
+            ))
         }
         _ => Err(ConfigError::flag(
-            "--memory-file/--snapshot-dir",
+            "--memory-file/--snapshot-dir/--snapshot-url",
             "give exactly one",
         )),
     }

@@ -27,10 +27,13 @@ mod generation;
 mod mailbox;
 mod parse;
 mod prefetch_accuracy;
+mod remote_source;
 mod run;
 mod session;
 mod signals;
 mod stats;
+mod store_flags;
+mod transfer;
 mod vmm_exit;
 mod vmm_memory;
 
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         CliCommand::Serve(args) => serve(&args).exit.into(),
+        CliCommand::Snapshot(command) => transfer::run(&command),
     }
 }
 

@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::families::{Families, Fmt};
-use crate::stats::{Stats, Written};
+use crate::stats::{Stats, StoreFigures, Written};
 use uffd_engine::{MetricsSnapshot, TIMELINE_BUCKET};
 
 /// Which text format a scrape gets.
@@ -51,6 +51,7 @@ pub(crate) fn render(mut stats: Stats, format: Format) -> Result<String, std::fm
             // The daemon's own figures of one moment, the same in every VMM's text.
             session.uptime_s = stats.uptime_s;
             session.generations_written = stats.generations_written;
+            session.store = stats.store;
             render_one(session, format)
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -158,6 +159,9 @@ impl Collector for StatsCollector {
             )?;
             written.encode(family)?;
         }
+        if let Some(store) = &s.store {
+            encode_store(&mut encoder, store)?;
+        }
         let Some(vmm) = &s.vmm else {
             return Ok(());
         };
@@ -258,6 +262,53 @@ impl Collector for StatsCollector {
 }
 
 /// The engine's counters, latency histogram and timeline.
+/// The store client's and the chunk cache's figures (`--snapshot-url`): the daemon's own, no
+/// `vmm` label.
+fn encode_store(encoder: &mut DescriptorEncoder<'_>, s: &StoreFigures) -> Fmt {
+    let counters: [(&str, &str, Option<&Unit>, u64); 3] = [
+        (
+            "store_gets",
+            "GET requests sent to the object store (every attempt)",
+            None,
+            s.gets,
+        ),
+        (
+            "store_fetched",
+            "Body bytes received from the object store",
+            Some(&Unit::Bytes),
+            s.bytes_fetched,
+        ),
+        (
+            "store_retries",
+            "Object store attempts that failed (retried, or ending in an error)",
+            None,
+            s.retries,
+        ),
+    ];
+    for (name, help, unit, value) in counters {
+        let counter = ConstCounter::new(value);
+        let family = encoder.encode_descriptor(name, help, unit, counter.metric_type())?;
+        counter.encode(family)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "chunk_cache_lookups",
+        "Chunk lookups of the host's cache, by result: hit, fetched (a miss this daemon \
+         fetched), coalesced (a miss that waited for a fetch under way), elsewhere (a miss \
+         another process had fetched)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (result, count) in [
+        ("hit", s.chunk_hits),
+        ("fetched", s.chunk_fetches),
+        ("coalesced", s.chunks_coalesced),
+        ("elsewhere", s.chunks_fetched_elsewhere),
+    ] {
+        ConstCounter::new(count).encode(family.encode_family(&[("result", result)])?)?;
+    }
+    Ok(())
+}
+
 fn encode_engine(f: &mut Families<'_>, m: &MetricsSnapshot, prefetch_total: u64) -> Fmt {
     f.counter(
         "fault_messages",

@@ -120,6 +120,13 @@ impl Daemon {
             prefetch_total_pages,
             prefetch_accuracy,
         };
+        // A read returns once its own bytes have landed, the rest of its chunk may still be
+        // arriving: the final store figures wait for those transfers. Not after a fatal error
+        // (a failing store's transfers end only when their retries do), nor while other VMMs
+        // are served (their fetches would be waited for too).
+        if outcome.exit != DaemonExit::Fatal && self.live.is_empty() {
+            self.config.snapshot.wait_fetches();
+        }
         let stats = self.stats("finished", Some(figures), Some(&outcome));
         let mut table = Vec::new();
         if stats.write_table(&mut table).is_ok() {

@@ -67,6 +67,7 @@ impl Daemon {
             prefetch_accuracy: accuracy,
             generations_written: self.generations_written,
             last_snapshot: self.last_snapshot.clone(),
+            store: self.config.snapshot.store_stats().map(StoreFigures::from),
             outcome: outcome.map(|o| OutcomeStats {
                 exit_code: o.exit.code(),
                 reason: o.reason.clone(),

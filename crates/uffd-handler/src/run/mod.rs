@@ -29,7 +29,9 @@ use super::generation::{NextGeneration, SnapshotSummary};
 use super::mailbox::{Mailbox, Message};
 use super::session::{Finished, Session, SessionClose, SessionPlan};
 use super::signals::{Received, SignalAction, StopSignals};
-use super::stats::{OutcomeStats, PageCounts, PrefetchAccuracy, PrefetchStats, Stats, VmmStats};
+use super::stats::{
+    OutcomeStats, PageCounts, PrefetchAccuracy, PrefetchStats, Stats, StoreFigures, VmmStats,
+};
 use super::vmm_exit::vmm_end;
 use uffd_engine::PageSource;
 use uffd_engine::{Engine, EngineExit, FatalError, MetricsSnapshot, PrefetchReport};
@@ -93,7 +95,7 @@ impl Daemon {
             None => None,
         };
         let events = Mailbox::new().map_err(|e| usage(format!("cannot create an eventfd: {e}")))?;
-        let source: Arc<dyn PageSource> = config.snapshot.source.clone();
+        let source = config.snapshot.source.clone();
         #[cfg(feature = "test-hooks")]
         let source: Arc<dyn PageSource> = match config.fail_source_after {
             Some(n) => {

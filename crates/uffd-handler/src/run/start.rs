@@ -121,9 +121,13 @@ impl Daemon {
             .events
             .sender()
             .forward_engine_exits(id, engine.exits().clone());
-        let next_generation = self.config.next_generation.clone().map(|dir| {
-            NextGeneration::new(dir, self.config.parent_files, &self.config.snapshot.source)
-        });
+        // Config refuses --next-generation for a snapshot that is not local.
+        let next_generation = self
+            .config
+            .next_generation
+            .clone()
+            .zip(self.config.snapshot.local_source())
+            .map(|(dir, source)| NextGeneration::new(dir, self.config.parent_files, source));
         let plan = SessionPlan {
             id,
             prefetch_mode: self.config.prefetch,

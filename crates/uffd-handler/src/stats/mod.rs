@@ -39,6 +39,10 @@ pub(crate) struct Stats {
     pub generations_written: u64,
     /// The last one.
     pub last_snapshot: Option<SnapshotSummary>,
+    /// With `--snapshot-url`: what the store client and the chunk cache did since the daemon
+    /// started (the daemon's totals, over every VMM it served).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreFigures>,
     /// How the daemon ended (final statistics only).
     pub outcome: Option<OutcomeStats>,
     /// While serving: every VMM being served, oldest first, each with its own statistics (the
@@ -150,6 +154,39 @@ impl PrefetchAccuracy {
     }
 }
 
+/// The store's figures (snapshot-store's `StoreStats`), in the daemon's JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) struct StoreFigures {
+    /// GET requests sent (every attempt counts; the header and data objects alike).
+    pub gets: u64,
+    /// Body bytes received by GETs that completed.
+    pub bytes_fetched: u64,
+    /// Store attempts that failed (each retried, or ending in an error).
+    pub retries: u64,
+    /// Chunk lookups answered by the host's cache.
+    pub chunk_hits: u64,
+    /// Chunks this daemon fetched from the store (cache misses).
+    pub chunk_fetches: u64,
+    /// Chunk misses that waited for this daemon's fetch of the same chunk already under way.
+    pub chunks_coalesced: u64,
+    /// Chunk misses found fetched by another process once its lock was theirs.
+    pub chunks_fetched_elsewhere: u64,
+}
+
+impl From<snapshot_store::StoreStats> for StoreFigures {
+    fn from(s: snapshot_store::StoreStats) -> Self {
+        StoreFigures {
+            gets: s.gets,
+            bytes_fetched: s.bytes_fetched,
+            retries: s.retries,
+            chunk_hits: s.chunk_hits,
+            chunk_fetches: s.chunk_fetches,
+            chunks_coalesced: s.coalesced,
+            chunks_fetched_elsewhere: s.fetched_elsewhere,
+        }
+    }
+}
+
 /// The exit code and reason.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct OutcomeStats {
@@ -199,6 +236,15 @@ mod tests {
             prefetch_accuracy: PrefetchAccuracy::unknown("no idle page tracking"),
             generations_written: 0,
             last_snapshot: None,
+            store: Some(StoreFigures {
+                gets: 3,
+                bytes_fetched: 5 << 20,
+                retries: 1,
+                chunk_hits: 7,
+                chunk_fetches: 2,
+                chunks_coalesced: 0,
+                chunks_fetched_elsewhere: 0,
+            }),
             outcome: Some(OutcomeStats {
                 exit_code: 0,
                 reason: "done".into(),
@@ -214,12 +260,14 @@ mod tests {
             "prefetch",
             "exit",
             "unknown: no idle page tracking",
+            "3 GETs, 5.0 MiB fetched, 1 retried",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }
         let json = serde_json::to_value(&stats).unwrap();
         assert_eq!(json["prefetch"]["mode"], "all");
         assert_eq!(json["vmm"]["pid"], 7);
+        assert_eq!(json["store"]["chunk_fetches"], 2);
     }
 
     #[test]

@@ -152,6 +152,26 @@ impl Stats {
                 ),
             )?;
         }
+        if let Some(s) = &self.store {
+            row(
+                out,
+                "object store",
+                format!(
+                    "{} GETs, {} fetched, {} retried",
+                    s.gets,
+                    bytes(s.bytes_fetched),
+                    s.retries
+                ),
+            )?;
+            row(
+                out,
+                "chunk cache",
+                format!(
+                    "{} hits, {} fetched, {} coalesced, {} fetched by another process",
+                    s.chunk_hits, s.chunk_fetches, s.chunks_coalesced, s.chunks_fetched_elsewhere
+                ),
+            )?;
+        }
         if let Some(o) = &self.outcome {
             row(out, "exit", format!("{} ({})", o.exit_code, o.reason))?;
         }

@@ -52,7 +52,7 @@ pub(crate) fn get(
     (head.to_string(), body.to_string())
 }
 
-fn scrape_unix(socket: &Path) -> Scrape {
+pub(crate) fn scrape_unix(socket: &Path) -> Scrape {
     let conn = UnixStream::connect(socket).unwrap();
     conn.set_read_timeout(Some(TIMEOUT)).unwrap();
     let (head, body) = get(conn, "/metrics", None);
