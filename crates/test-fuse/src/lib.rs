@@ -1,19 +1,19 @@
 #![doc = include_str!("../README.md")]
 
+use std::io::{BufRead, BufReader, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use fuser::{BackgroundSession, MountOption, SessionACL};
-use rustix::mount::{MountFlags, UnmountFlags};
+mod binary;
+mod protocol;
+pub mod server;
+mod types;
 
-mod fs;
-mod inject;
-
-pub use inject::{Fault, Injection, ReadCounts};
-
-/// Where the kernel lists FUSE connections (the `fusectl` file system), to abort one.
-const FUSECTL: &str = "/sys/fs/fuse/connections";
+pub use binary::{SERVER_ENV, server_binary};
+pub use types::{Fault, ReadCounts};
 
 /// A mount could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -26,13 +26,21 @@ pub enum MountError {
         /// Why.
         source: std::io::Error,
     },
-    /// `mount(2)` (or opening `/dev/fuse`) failed.
-    #[error("mounting FUSE on {path}: {source}")]
+    /// The server process could not be started.
+    #[error("starting the FUSE server {binary}: {source}")]
+    Spawn {
+        /// The server's executable.
+        binary: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server could not mount (its reason, e.g. `mount(2)` or `/dev/fuse` failing).
+    #[error("mounting FUSE on {path}: {reason}")]
     Mount {
         /// The mount point given.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// The server's words.
+        reason: String,
     },
 }
 
@@ -72,14 +80,41 @@ pub fn fuse_or_skip(test: &str) -> bool {
     }
 }
 
-/// A mounted pass-through file system; unmounted on drop (held reads are served first).
+/// The server process and its command pipe: one command, one answer line, at a time.
+struct Server {
+    child: Child,
+    io: Mutex<Option<(ChildStdin, BufReader<ChildStdout>)>>,
+}
+
+impl Server {
+    /// Sends `command`, returns the answer line.
+    ///
+    /// # Panics
+    ///
+    /// If the server is gone or answers with an error: a test cannot go on without its
+    /// storage.
+    fn ask(&self, command: &str) -> String {
+        let mut io = self.io.lock().unwrap_or_else(|p| p.into_inner());
+        let (stdin, stdout) = io.as_mut().expect("the FUSE server is running");
+        let mut line = String::new();
+        let sent = writeln!(stdin, "{command}").and_then(|()| stdin.flush());
+        let read = sent.and_then(|()| stdout.read_line(&mut line));
+        match read {
+            Ok(n) if n > 0 && !line.starts_with("error") => line.trim_end().to_string(),
+            Ok(_) => panic!("the FUSE server answered {command:?} with {line:?}"),
+            Err(e) => panic!("the FUSE server is gone ({command:?}): {e}"),
+        }
+    }
+}
+
+/// A mounted pass-through file system, served by a `test-fuse-server` process; unmounted on
+/// drop (held reads are served first).
 ///
 /// Drop it before removing the directories it uses (declare it after the test's `TestDir`).
 pub struct FuseMount {
     mountpoint: PathBuf,
     backing: PathBuf,
-    rules: Arc<inject::Rules>,
-    session: Option<BackgroundSession>,
+    server: Arc<Server>,
 }
 
 impl std::fmt::Debug for FuseMount {
@@ -97,7 +132,7 @@ impl FuseMount {
     ///
     /// # Errors
     ///
-    /// [`MountError`] naming the directory that could not be used.
+    /// [`MountError`] naming the directory or the server that failed.
     pub fn mount(backing: &Path, mountpoint: &Path) -> Result<FuseMount, MountError> {
         FuseMount::mount_with(backing, mountpoint, MountOptions::default())
     }
@@ -106,7 +141,7 @@ impl FuseMount {
     ///
     /// # Errors
     ///
-    /// [`MountError`] naming the directory that could not be used.
+    /// [`MountError`] naming the directory or the server that failed.
     pub fn mount_with(
         backing: &Path,
         mountpoint: &Path,
@@ -118,25 +153,38 @@ impl FuseMount {
         };
         let backing = backing.canonicalize().map_err(backing_error)?;
         std::fs::read_dir(&backing).map_err(backing_error)?;
-        let rules = Arc::new(inject::Rules::default());
-        let server = fs::PassThrough::new(backing.clone(), rules.clone(), options.max_readahead);
-        let mut config = fuser::Config::default();
-        config.mount_options = vec![
-            MountOption::FSName("uffd-test-fuse".into()),
-            MountOption::RO,
-        ];
-        config.acl = SessionACL::Owner;
-        let session = fuser::spawn_mount(server, mountpoint, &config).map_err(|source| {
-            MountError::Mount {
+        let binary = server_binary();
+        let spawn_error = |source| MountError::Spawn {
+            binary: binary.to_path_buf(),
+            source,
+        };
+        let mut child = Command::new(binary)
+            .arg(&backing)
+            .arg(mountpoint)
+            .arg(options.max_readahead.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(spawn_error)?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut ready = String::new();
+        stdout.read_line(&mut ready).map_err(spawn_error)?;
+        if ready.trim_end() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(MountError::Mount {
                 path: mountpoint.to_path_buf(),
-                source,
-            }
-        })?;
+                reason: ready.trim_end().to_string(),
+            });
+        }
         Ok(FuseMount {
             mountpoint: mountpoint.to_path_buf(),
             backing,
-            rules,
-            session: Some(session),
+            server: Arc::new(Server {
+                child,
+                io: Mutex::new(Some((stdin, stdout))),
+            }),
         })
     }
 
@@ -152,50 +200,128 @@ impl FuseMount {
 
     /// Installs a rule: `fault` acts on reads of file `name` overlapping the byte `range`.
     /// Rules are tried in installation order; the first active one that matches acts.
+    ///
+    /// # Panics
+    ///
+    /// If `name` holds whitespace or the server is gone.
     pub fn inject(&self, name: &str, range: Range<u64>, fault: Fault) -> Injection {
-        self.rules.add(name, range, fault)
+        assert!(
+            !name.is_empty() && !name.contains(char::is_whitespace),
+            "file name {name:?}: one word"
+        );
+        let answer = self.server.ask(&format!(
+            "inject {name} {} {} {}",
+            range.start,
+            range.end,
+            protocol::fault_words(fault)
+        ));
+        let id = answer
+            .strip_prefix("ok ")
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("the FUSE server answered inject with {answer:?}"));
+        Injection {
+            server: self.server.clone(),
+            id,
+            file: name.to_string(),
+            range,
+            fault,
+        }
     }
 
     /// Every read the mount answered so far, whatever rule met it.
     pub fn counts(&self) -> ReadCounts {
-        *inject::lock(&self.rules.totals)
+        parse_counts(&self.server.ask("totals"))
     }
+}
+
+fn parse_counts(answer: &str) -> ReadCounts {
+    protocol::parse_counts(answer)
+        .unwrap_or_else(|| panic!("the FUSE server answered counts with {answer:?}"))
 }
 
 impl Drop for FuseMount {
     fn drop(&mut self) {
-        self.rules.release_all();
-        // The connection's number is the mount's device number (FUSE mounts are major 0).
-        let connection = rustix::fs::stat(&self.mountpoint).ok().map(|st| st.st_dev);
-        let unmounted = rustix::mount::unmount(&self.mountpoint, UnmountFlags::empty()).is_ok();
-        let Some(session) = self.session.take() else {
-            return;
-        };
-        // Busy (a process still has a file open or mapped, e.g. after a panic): detach the
-        // mount and abort the connection, so every later read fails and the server's thread
-        // ends instead of waiting for a process that may never close the file.
-        let ended = unmounted || {
-            let _ = rustix::mount::unmount(&self.mountpoint, UnmountFlags::DETACH);
-            connection.is_some_and(abort)
-        };
-        if ended {
-            let _ = session.join();
+        // `quit`, or end of input: the server serves what it holds, unmounts and exits.
+        let io = self
+            .server
+            .io
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((mut stdin, _)) = io {
+            let _ = writeln!(stdin, "quit");
         }
-        // Otherwise the server's thread is left to end with the connection.
+        let pid = rustix::process::Pid::from_child(&self.server.child);
+        if !binary::exited_within(pid, test_support::TIMEOUT) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+        // Reaps the server (its `Child` is only reaped here, never elsewhere).
+        let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
     }
 }
 
-/// Aborts FUSE connection `dev` through fusectl (mounted if it is not yet); whether it was.
-fn abort(dev: u64) -> bool {
-    let file = Path::new(FUSECTL).join(dev.to_string()).join("abort");
-    if !file.exists() {
-        let _ = rustix::mount::mount(
-            "fusectl",
-            FUSECTL,
-            "fusectl",
-            MountFlags::empty(),
-            None::<&std::ffi::CStr>,
-        );
+/// A rule installed with [`FuseMount::inject`]: its counts, a bounded wait for held reads,
+/// and the release of a stall. Dropping the handle leaves the rule in place.
+#[derive(Clone)]
+pub struct Injection {
+    server: Arc<Server>,
+    id: u64,
+    file: String,
+    range: Range<u64>,
+    fault: Fault,
+}
+
+impl std::fmt::Debug for Injection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injection")
+            .field("file", &self.file)
+            .field("range", &self.range)
+            .field("fault", &self.fault)
+            .field("counts", &self.counts())
+            .field("active", &self.is_active())
+            .finish()
     }
-    std::fs::write(&file, "1").is_ok()
+}
+
+impl Injection {
+    /// The reads this rule matched, and what it did to them.
+    pub fn counts(&self) -> ReadCounts {
+        parse_counts(&self.server.ask(&format!("counts {}", self.id)))
+    }
+
+    /// The byte ranges of the reads this rule matched, in arrival order.
+    pub fn matched(&self) -> Vec<Range<u64>> {
+        let answer = self.server.ask(&format!("matched {}", self.id));
+        protocol::parse_ranges(&answer)
+            .unwrap_or_else(|| panic!("the FUSE server answered matched with {answer:?}"))
+    }
+
+    /// How many reads are held by this rule right now.
+    pub fn held(&self) -> usize {
+        let answer = self.server.ask(&format!("held {}", self.id));
+        answer
+            .parse()
+            .unwrap_or_else(|_| panic!("the FUSE server answered held with {answer:?}"))
+    }
+
+    /// Waits until at least `n` reads are held by this rule (a stall has really caught a
+    /// read), at most `timeout`. Returns whether they are.
+    pub fn wait_held(&self, n: usize, timeout: Duration) -> bool {
+        let millis = timeout.as_millis();
+        self.server
+            .ask(&format!("wait-held {} {n} {millis}", self.id))
+            .as_str()
+            == "1"
+    }
+
+    /// Turns the rule off and serves every read it holds. Later reads pass through.
+    pub fn release(&self) {
+        self.server.ask(&format!("release {}", self.id));
+    }
+
+    /// Whether the rule still acts (a `FailNext` or `ShortNext` with a count left, a
+    /// `FailAlways`, or a stall not yet released).
+    pub fn is_active(&self) -> bool {
+        self.server.ask(&format!("active {}", self.id)).as_str() == "1"
+    }
 }

@@ -164,8 +164,8 @@ fn dropping_the_mount_with_a_file_open_returns_and_fails_its_reads() {
     let file = File::open(mount.path("data")).unwrap();
     assert_eq!(read_page(&file, 0).unwrap(), expected_page(0));
     let stall = mount.inject("data", 30 * PAGE..31 * PAGE, Fault::Stall);
-    drop(mount);
     assert_eq!(stall.counts(), ReadCounts::default());
+    drop(mount);
     assert!(read_page(&file, 30).is_err(), "read after the abort");
     assert!(!dir.join("mnt").join("data").exists(), "still mounted");
 }

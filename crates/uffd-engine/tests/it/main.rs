@@ -8,6 +8,8 @@ mod common;
 mod basic;
 mod efault;
 mod events;
+// mod fuse_stall; -- enabled once the fetcher pool lands (one stalled read holds every fault today)
+mod fuse_storage;
 mod graduation;
 mod prefetch;
 mod soak;

@@ -6,6 +6,7 @@ mod common;
 
 mod e2e;
 mod fatal;
+mod fuse_storage;
 mod hostile;
 mod lifecycle;
 mod stats;

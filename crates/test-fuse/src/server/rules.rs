@@ -1,5 +1,6 @@
 //! What happens to a read: the rules a test installs ([`Fault`] over a byte range of one file)
-//! and the handle it keeps ([`Injection`]) to count, wait for and release what they did.
+//! and the server's handle on each ([`Injection`]) to count, wait for and release what they
+//! did.
 //!
 //! A rule matches a read that *overlaps* its range, not only one inside it: the kernel reads
 //! a FUSE file in requests of its own choosing (a page for a fault with the mount's small
@@ -14,35 +15,7 @@ use std::time::{Duration, Instant};
 
 use fuser::{Errno, ReplyData};
 
-/// What a rule does to the reads it matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The next `n` matching reads fail with EIO; later ones are served.
-    FailNext(u64),
-    /// Every matching read fails with EIO.
-    FailAlways,
-    /// The next `n` matching reads are short: they return only the bytes before the rule's
-    /// range (none for a read starting inside it). The kernel takes a short read of a cached
-    /// FUSE file as its end: it zero-fills the rest of the request and shrinks the file's size.
-    ShortNext(u64),
-    /// Every matching read is held unanswered until [`Injection::release`], then served.
-    Stall,
-}
-
-/// Counts of reads, for the whole mount ([`crate::FuseMount::counts`]) or one rule.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReadCounts {
-    /// Reads that arrived.
-    pub reads: u64,
-    /// Reads answered with the bytes asked for (stalled ones once released included).
-    pub served: u64,
-    /// Reads answered with EIO.
-    pub failed: u64,
-    /// Reads answered short.
-    pub shortened: u64,
-    /// Reads held by a [`Fault::Stall`] rule (counted when held).
-    pub stalled: u64,
-}
+use crate::{Fault, ReadCounts};
 
 /// A read held by a stall: answered when its rule is released.
 struct Held {
@@ -78,10 +51,10 @@ impl Rule {
     }
 }
 
-/// A rule installed with [`crate::FuseMount::inject`]: its counts, a bounded wait for held
-/// reads, and the release of a stall. Dropping the handle leaves the rule in place.
+/// The server's handle on one rule: its counts, a bounded wait for held reads, and the release
+/// of a stall.
 #[derive(Clone)]
-pub struct Injection {
+pub(crate) struct Injection {
     rule: Arc<Rule>,
 }
 
@@ -100,23 +73,23 @@ impl std::fmt::Debug for Injection {
 
 impl Injection {
     /// The reads this rule matched, and what it did to them.
-    pub fn counts(&self) -> ReadCounts {
+    pub(crate) fn counts(&self) -> ReadCounts {
         self.rule.state().counts
     }
 
     /// The byte ranges of the reads this rule matched, in arrival order.
-    pub fn matched(&self) -> Vec<Range<u64>> {
+    pub(crate) fn matched(&self) -> Vec<Range<u64>> {
         self.rule.state().matched.clone()
     }
 
     /// How many reads are held by this rule right now.
-    pub fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.rule.state().held.len()
     }
 
     /// Waits until at least `n` reads are held by this rule (a stall has really caught a
     /// read), at most `timeout`. Returns whether they are.
-    pub fn wait_held(&self, n: usize, timeout: Duration) -> bool {
+    pub(crate) fn wait_held(&self, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut state = self.rule.state();
         while state.held.len() < n {
@@ -135,7 +108,7 @@ impl Injection {
     }
 
     /// Turns the rule off and serves every read it holds. Later reads pass through.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         let held = {
             let mut state = self.rule.state();
             state.active = false;
@@ -152,7 +125,7 @@ impl Injection {
 
     /// Whether the rule still acts (a `FailNext` or `ShortNext` with a count left, a
     /// `FailAlways`, or a stall not yet released).
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.rule.state().active
     }
 }

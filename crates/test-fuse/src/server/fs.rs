@@ -16,7 +16,7 @@ use fuser::{
     ReplyOpen, Request,
 };
 
-use crate::inject::{Rules, Verdict, answer, lock};
+use super::rules::{Rules, Verdict, answer, lock};
 
 /// How long the kernel may keep names and attributes: the backing files do not change during a
 /// test, and a long time keeps `fstat` (the source checks one per piece) off the server.
