@@ -94,15 +94,20 @@ impl Server {
     /// If the server is gone or answers with an error: a test cannot go on without its
     /// storage.
     fn ask(&self, command: &str) -> String {
+        self.try_ask(command)
+            .unwrap_or_else(|e| panic!("the FUSE server, asked {command:?}: {e}"))
+    }
+
+    /// [`Server::ask`], with what went wrong instead of a panic.
+    fn try_ask(&self, command: &str) -> Result<String, String> {
         let mut io = self.io.lock().unwrap_or_else(|p| p.into_inner());
-        let (stdin, stdout) = io.as_mut().expect("the FUSE server is running");
+        let (stdin, stdout) = io.as_mut().ok_or("the mount was dropped")?;
         let mut line = String::new();
         let sent = writeln!(stdin, "{command}").and_then(|()| stdin.flush());
-        let read = sent.and_then(|()| stdout.read_line(&mut line));
-        match read {
-            Ok(n) if n > 0 && !line.starts_with("error") => line.trim_end().to_string(),
-            Ok(_) => panic!("the FUSE server answered {command:?} with {line:?}"),
-            Err(e) => panic!("the FUSE server is gone ({command:?}): {e}"),
+        match sent.and_then(|()| stdout.read_line(&mut line)) {
+            Ok(n) if n > 0 && !line.starts_with("error") => Ok(line.trim_end().to_string()),
+            Ok(_) => Err(format!("answered {line:?}")),
+            Err(e) => Err(format!("gone: {e}")),
         }
     }
 }
@@ -273,12 +278,12 @@ pub struct Injection {
 
 impl std::fmt::Debug for Injection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let counts = self.server.try_ask(&format!("counts {}", self.id));
         f.debug_struct("Injection")
             .field("file", &self.file)
             .field("range", &self.range)
             .field("fault", &self.fault)
-            .field("counts", &self.counts())
-            .field("active", &self.is_active())
+            .field("counts", &counts)
             .finish()
     }
 }

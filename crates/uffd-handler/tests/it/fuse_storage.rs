@@ -23,14 +23,14 @@ const FAILURES: u64 = 6;
 
 /// The FUSE mount holding the memory file, and the test's directory. Fields drop in order:
 /// the mount before the directory it lives in.
-struct Storage {
-    mount: FuseMount,
-    dir: TestDir,
+pub(crate) struct Storage {
+    pub(crate) mount: FuseMount,
+    pub(crate) dir: TestDir,
 }
 
 /// A memory file of `size` bytes (pages of `page`) on a fresh FUSE mount, or `None` after a
 /// SKIP line.
-fn storage(test: &str, size: u64, page: u64) -> Option<(Storage, Model)> {
+pub(crate) fn storage(test: &str, size: u64, page: u64) -> Option<(Storage, Model)> {
     if !test_fuse::fuse_or_skip(test) {
         return None;
     }
@@ -43,13 +43,13 @@ fn storage(test: &str, size: u64, page: u64) -> Option<(Storage, Model)> {
     Some((Storage { mount, dir }, model))
 }
 
-fn path(p: &Path) -> &str {
+pub(crate) fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
 /// The 4 KiB block in the middle of page `index` of `page` bytes, holding data (not one of
 /// the model's zero runs, which the daemon's source also reads: the file is not sparse).
-fn block_of(index: u64, page: u64) -> std::ops::Range<u64> {
+pub(crate) fn block_of(index: u64, page: u64) -> std::ops::Range<u64> {
     let start = index * page + (page / 2) / PAGE * PAGE;
     start..start + PAGE
 }
