@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::ops::Range;
