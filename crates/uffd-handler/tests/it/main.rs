@@ -9,6 +9,8 @@ mod common;
 mod concurrent;
 mod e2e;
 mod fatal;
+mod fuse_short;
+mod fuse_storage;
 mod hostile;
 mod hostile_uid;
 mod lifecycle;

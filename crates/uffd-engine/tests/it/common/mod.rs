@@ -14,6 +14,7 @@ use test_support::Mapping;
 use uffd_core::{Features, PageSize, Range, RegisterMode, Uffd, UffdBuilder};
 use uffd_engine::{Extent, GuestLayout, GuestRegion, PageSource, SourceError};
 
+pub mod fuse;
 #[cfg(feature = "test-hooks")]
 pub mod parker;
 pub mod proc;

@@ -116,6 +116,20 @@ pub fn serve_with(
     config: EngineConfig,
     wrap: impl FnOnce(Arc<dyn PageSource>) -> Arc<dyn PageSource>,
 ) -> Served {
+    serve_from(test, pages, regions, config, |dir, size| {
+        wrap(image_in(dir, size))
+    })
+}
+
+/// [`serve`] with the source made by `open` from the test directory and the image size
+/// (e.g. an image read through a FUSE mount).
+pub fn serve_from(
+    test: &str,
+    pages: Pages,
+    regions: Vec<u64>,
+    config: EngineConfig,
+    open: impl FnOnce(&TestDir, u64) -> Arc<dyn PageSource>,
+) -> Served {
     let dir = TestDir::new(test);
     let socket = dir.join("h.sock");
     let listener = HandshakeListener::bind(&socket, None).expect("bind the handshake socket");
@@ -135,7 +149,7 @@ pub fn serve_with(
         "the handshake came from the vmm"
     );
     let uffd = Uffd::adopt(handshake.uffd, Features::EVENT_REMOVE).expect("adopt the uffd");
-    let source = wrap(image_in(&dir, size));
+    let source = open(&dir, size);
     let engine = Engine::start(uffd, handshake.layout, source, config).expect("start the engine");
     Served {
         vmm,
