@@ -18,8 +18,9 @@ use crate::common::{
 
 const SEED: u64 = 0xf05e;
 
-/// Failed reads injected per failing page in the transient tests.
-const FAILURES: u64 = 6;
+/// Failed reads injected per failing page in the transient tests: within the daemon's default
+/// bound of five retry cycles per page even if every failed read costs a cycle of its own.
+const FAILURES: u64 = 4;
 
 /// The FUSE mount holding the memory file, and the test's directory. Fields drop in order:
 /// the mount before the directory it lives in.
@@ -55,10 +56,10 @@ pub(crate) fn block_of(index: u64, page: u64) -> std::ops::Range<u64> {
 }
 
 /// The reads of a block in each of two pages fail [`FAILURES`] times; the VMM hashes every
-/// byte from four threads and every hash matches. The kernel reads a mapped page two or three
-/// times per access before it gives up (the engine's `fuse_storage` tests say why), so each
-/// failing page costs one retry cycle at least and three at most, within the default bound of
-/// five; the statistics count them. Then a graceful stop (graduation) exits 0 with the same
+/// byte from four threads and every hash matches. A failed `pread` may have taken one or more
+/// of the failing FUSE reads (the kernel retries some reads itself), so each failing page
+/// costs one retry cycle at least and [`FAILURES`] at most, within the default bound of five;
+/// the statistics count them. Then a graceful stop (graduation) exits 0 with the same
 /// count in `--stats-json`, and the VMM runs on with every byte right.
 fn transient_failures_are_retried(test: &str, hugetlb: bool) {
     let page = if hugetlb { HUGE } else { PAGE };
@@ -82,7 +83,10 @@ fn transient_failures_are_retried(test: &str, hugetlb: bool) {
     verify(&daemon, &vmm, &model);
     let live = daemon.control("stats");
     let retried = live["metrics"]["retried"].as_u64().expect("retried");
-    assert!((2..=6).contains(&retried), "retry cycles {retried}: {live}");
+    assert!(
+        (2..=2 * FAILURES).contains(&retried),
+        "retry cycles {retried}: {live}"
+    );
     assert_eq!(live["metrics"]["fatal"], 0, "{live}");
     for (i, rule) in failing.iter().zip(&rules) {
         assert_eq!(rule.counts().failed, FAILURES, "page {i}: {rule:?}");
