@@ -2,7 +2,6 @@
 //! to exit.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -23,58 +22,12 @@ pub const SERVER_ENV: &str = "TEST_FUSE_SERVER_BIN";
 pub fn server_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os(SERVER_ENV) {
-            return PathBuf::from(path);
-        }
-        let exe = std::env::current_exe().expect("the test's own path");
-        // target/<profile>/deps/<test> -> target/<profile>
-        let profile_dir = exe
-            .parent()
-            .filter(|deps| deps.ends_with("deps"))
-            .and_then(Path::parent)
-            .unwrap_or_else(|| panic!("{} is not in a cargo target directory", exe.display()));
-        if let Some(cargo) = std::env::var_os("CARGO") {
-            build(Path::new(&cargo), profile_dir);
-        }
-        let candidate = profile_dir.join("test-fuse-server");
-        assert!(
-            candidate.is_file(),
-            "{} does not exist: build it with `cargo build -p test-fuse` or set {SERVER_ENV}",
-            candidate.display()
-        );
-        candidate
-    })
-}
-
-/// `cargo build --bin test-fuse-server` into the target directory holding `profile_dir`.
-fn build(cargo: &Path, profile_dir: &Path) {
-    let target_dir = profile_dir
-        .parent()
-        .expect("a profile directory has a parent");
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev",
-        Some(other) => other,
-    };
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--bin",
+        test_support::workspace_binary(
+            SERVER_ENV,
+            Path::new(env!("CARGO_MANIFEST_DIR")),
             "test-fuse-server",
-            "--profile",
-            profile,
-        ])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(target_dir)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", cargo.display()));
-    assert!(
-        status.success(),
-        "`cargo build --bin test-fuse-server` failed: {status}"
-    );
+        )
+    })
 }
 
 /// Whether process `pid` (a child not yet reaped) exits within `timeout`.

@@ -19,12 +19,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+mod binary;
 mod io;
 #[allow(unsafe_code)]
 pub mod mapping;
 pub mod s3;
 pub mod threads;
 
+pub use binary::workspace_binary;
 pub use io::{poll_in, send_with_fds};
 pub use mapping::{Mapping, Region};
 pub use threads::{BLOCKED, Pending, spawn};

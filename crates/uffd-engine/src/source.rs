@@ -81,7 +81,7 @@ impl PageSource for LayeredSource {
 
     #[inline]
     fn extent(&self, offset: u64, max_len: u64) -> Result<Extent, SourceError> {
-        header_extent(self.header(), offset, max_len)
+        Extent::in_header(self.header(), offset, max_len)
     }
 
     /// `pread` of the data files, verified against the header's checksums where it has them:
@@ -102,33 +102,36 @@ impl PageSource for LayeredSource {
     }
 }
 
-/// The extent at `offset` from the header alone: consecutive entries of one kind (data of
-/// any build, or zeros) merge into one run.
-pub(crate) fn header_extent(
-    header: &snapshot_format::Header,
-    offset: u64,
-    max_len: u64,
-) -> Result<Extent, SourceError> {
-    let end = offset.saturating_add(max_len).min(header.size());
-    let out_of_range = || {
-        SourceError(format!(
-            "image offset {offset:#x} (+{max_len:#x}) is beyond the snapshot's {:#x} bytes",
-            header.size()
-        ))
-    };
-    let first = header.lookup(offset).ok_or_else(out_of_range)?;
-    let zero = first.is_zero();
-    let mut at = offset + first.remaining;
-    while at < end {
-        match header.lookup(at) {
-            Some(next) if next.is_zero() == zero => at += next.remaining,
-            _ => break,
+impl Extent {
+    /// The extent at `offset` (at most `max_len` bytes) from a snapshot header alone:
+    /// consecutive entries of one kind (data of any build, or zeros) merge into one run. For
+    /// sources laid out by a [`snapshot_format::Header`], local or remote.
+    pub fn in_header(
+        header: &snapshot_format::Header,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Extent, SourceError> {
+        let end = offset.saturating_add(max_len).min(header.size());
+        let out_of_range = || {
+            SourceError(format!(
+                "image offset {offset:#x} (+{max_len:#x}) is beyond the snapshot's {:#x} bytes",
+                header.size()
+            ))
+        };
+        let first = header.lookup(offset).ok_or_else(out_of_range)?;
+        let zero = first.is_zero();
+        let mut at = offset + first.remaining;
+        while at < end {
+            match header.lookup(at) {
+                Some(next) if next.is_zero() == zero => at += next.remaining,
+                _ => break,
+            }
         }
+        let len = at.min(end) - offset;
+        Ok(if zero {
+            Extent::Zero(len)
+        } else {
+            Extent::Data(len)
+        })
     }
-    let len = at.min(end) - offset;
-    Ok(if zero {
-        Extent::Zero(len)
-    } else {
-        Extent::Data(len)
-    })
 }

@@ -27,28 +27,7 @@ impl PageSource for StoreSource {
     /// From the header alone: runs of holes and runs of data (of any build) merged, as the
     /// local sources do, so fault-around and prefetch see the same extents.
     fn extent(&self, offset: u64, max_len: u64) -> Result<Extent, SourceError> {
-        let header = self.0.header();
-        let end = offset.saturating_add(max_len).min(header.size());
-        let first = header.lookup(offset).ok_or_else(|| {
-            SourceError(format!(
-                "image offset {offset:#x} is beyond the snapshot's {:#x} bytes",
-                header.size()
-            ))
-        })?;
-        let zero = first.is_zero();
-        let mut at = offset + first.remaining;
-        while at < end {
-            match header.lookup(at) {
-                Some(next) if next.is_zero() == zero => at += next.remaining,
-                _ => break,
-            }
-        }
-        let len = at.min(end) - offset;
-        Ok(if zero {
-            Extent::Zero(len)
-        } else {
-            Extent::Data(len)
-        })
+        Extent::in_header(self.0.header(), offset, max_len)
     }
 
     /// Blocking: fetches the chunks not in the cache yet, retried by the store client.
