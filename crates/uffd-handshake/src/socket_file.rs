@@ -16,7 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::fs::{CWD, Gid, Mode, OFlags, RenameFlags, chmod, chown, renameat_with};
+use rustix::fs::{AtFlags, CWD, Gid, Mode, OFlags, RenameFlags, chmod, chown, renameat_with};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType, bind, socket_with};
 use tracing::debug;
@@ -87,6 +87,12 @@ impl BoundSocket {
                 Err(e) => return Err(fail("removing the stale socket", e)),
             }
         }
+        // Its identity, read in the private directory before the move: read by path after
+        // it, a socket another user swapped in meanwhile would pass for ours (and be removed
+        // by our drop).
+        let stat = rustix::fs::statat(&private.fd, "socket", AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| fail("inspecting the socket bound for", e.into()))?;
+        let identity = (stat.st_dev, stat.st_ino);
         match renameat_with(&private.fd, "socket", CWD, path, RenameFlags::NOREPLACE) {
             Ok(()) => {}
             // Someone bound the path since it was checked.
@@ -98,9 +104,6 @@ impl BoundSocket {
             Err(e) => return Err(fail("moving the socket into place at", e.into())),
         }
         drop(private);
-        let identity = fs::symlink_metadata(path)
-            .map(|m| (m.dev(), m.ino()))
-            .map_err(|e| fail("inspecting", e))?;
         Ok(BoundSocket {
             socket,
             path: path.to_path_buf(),
@@ -209,13 +212,33 @@ impl PrivateDir {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
         );
-        match opened {
-            Ok(fd) => Ok(PrivateDir { path, fd }),
+        let fd = match opened {
+            Ok(fd) => fd,
             Err(e) => {
                 let _ = fs::remove_dir(&path);
-                Err(e.into())
+                return Err(e.into());
             }
+        };
+        // Between the mkdir and the open, another user with write access to the parent could
+        // have put a directory of theirs in its place: what was opened must be ours, closed to
+        // everyone else.
+        let stat = rustix::fs::fstat(&fd)?;
+        let own = rustix::process::geteuid().as_raw();
+        let mode = stat.st_mode & 0o7777;
+        let is_dir =
+            rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory;
+        if !is_dir || stat.st_uid != own || mode & 0o077 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} was replaced while it was being created (owner {}, mode {mode:o}): \
+                     another user can write to its parent directory",
+                    path.display(),
+                    stat.st_uid
+                ),
+            ));
         }
+        Ok(PrivateDir { path, fd })
     }
 }
 
