@@ -10,10 +10,13 @@ use crate::retry::RetryPolicy;
 #[derive(Clone)]
 pub struct EngineConfig {
     /// Threads that read the uffd and serve what they read (default 2: one per core here).
-    /// Reader 0 always polls the uffd; the others stand by and join only while faults queue
-    /// up (or while reader 0 is held up with messages waiting), so a lone faulting vCPU on a
-    /// busy host does not wake two threads per fault.
     pub readers: usize,
+    /// Readers other than the first stand by, not polling the uffd, and join only while
+    /// faults queue up (or while the first is held up with messages waiting), so a lone
+    /// faulting vCPU wakes one thread per fault, not every reader. Off by default: on an idle
+    /// host, a reader polling on each CPU is what serves a fault on the faulting thread's own
+    /// CPU, and standing by cost 2.3x the unpinned fault latency (docs/benchmarks.md).
+    pub standby_readers: bool,
     /// CPUs to pin reader threads to, round robin (empty: no pinning). Pinning a reader
     /// beside the vCPU threads it serves avoids a cross-CPU wake-up per fault.
     pub reader_cpus: Vec<usize>,
@@ -57,6 +60,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             readers: 2,
+            standby_readers: false,
             reader_cpus: Vec::new(),
             event_batch: 1,
             fault_around_pages: 1,
@@ -78,6 +82,7 @@ impl std::fmt::Debug for EngineConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineConfig")
             .field("readers", &self.readers)
+            .field("standby_readers", &self.standby_readers)
             .field("reader_cpus", &self.reader_cpus)
             .field("event_batch", &self.event_batch)
             .field("fault_around_pages", &self.fault_around_pages)

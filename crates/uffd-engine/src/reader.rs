@@ -3,9 +3,10 @@
 //! faults itself: a fault served on the CPU that read it costs ~4.5 us here, a hand-off to
 //! another thread ~24 us more (`limits.md`), so readers are the servers.
 //!
-//! Reader 0 always polls the uffd. The others stand by until faults queue up: every poller of
-//! a uffd is woken by every fault, and on a host whose other cores are busy a second reader
-//! woken for nothing costs the guest more than it serves. After reading a fault, reader 0
+//! Every reader polls the uffd, unless `standby_readers` is set: then reader 0 always polls the
+//! uffd and the others stand by until faults queue up (every poller of a uffd is woken by
+//! every fault, and on a host whose other cores are busy a second reader woken for nothing
+//! may cost the guest more than it serves). After reading a fault, reader 0
 //! looks whether another is already waiting; if so it calls one helper in, which polls the
 //! uffd too until it has found no work for `HELPER_IDLE`. A standing-by reader also looks every
 //! `STANDBY_CHECK` whether reader 0 has been serving one batch for `PRIMARY_STUCK` while
@@ -35,7 +36,10 @@ const STANDBY_CHECK: Duration = Duration::from_millis(10);
 const PRIMARY_STUCK: Duration = Duration::from_millis(1);
 
 pub(crate) fn run(shared: Arc<Shared>, index: usize) {
-    let primary = index == 0;
+    // Without standby every reader polls the uffd, as reader 0 does.
+    let primary = index == 0 || !shared.config.standby_readers;
+    // Reader 0 calls the standing-by readers in.
+    let calls_helpers = index == 0 && shared.config.standby_readers;
     let mut active = primary;
     let mut idle_since = Instant::now();
     let mut batch = EventBuffer::new(shared.config.event_batch);
@@ -90,7 +94,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) {
         drop(reading);
         if !faults.is_empty() {
             idle_since = Instant::now();
-            if primary {
+            if calls_helpers {
                 call_helper_if_queued(&shared);
                 shared.primary_busy.start();
             }
@@ -100,7 +104,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) {
                 serve(&shared, fault, &mut scratch);
             }
             shared.demand_active.fetch_sub(1, Ordering::AcqRel);
-            if primary {
+            if calls_helpers {
                 shared.primary_busy.end();
             }
         }

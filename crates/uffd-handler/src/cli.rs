@@ -132,8 +132,7 @@ pub(crate) struct ServeArgs {
     /// 2 MiB pages work with either 4 KiB or 2 MiB.
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub block_size: Option<u64>,
-    /// Threads that read the userfaultfd and serve the faults they read. The first always
-    /// does; the others join only while faults queue up.
+    /// Threads that read the userfaultfd and serve the faults they read.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub readers: usize,
     /// Threads that read snapshot bytes that are not in the page cache, so that no storage

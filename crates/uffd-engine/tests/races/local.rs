@@ -88,6 +88,31 @@ mod races {
         engine.close(CloseWhen::OwnerGuarantees).unwrap();
     }
 
+    /// #1 again with standing-by readers: reader 0 is held before its install, so the REMOVE
+    /// is read only if a standing-by reader notices reader 0 is stuck with a message waiting
+    /// and joins (nothing calls it in: no second fault is queued).
+    #[test]
+    fn kf01_with_standby_readers_a_stuck_reader_0_is_helped() {
+        let (hook, parker) = Parker::new(HookPoint::BeforeBarrier, 5 * PAGE, Some("uffd-reader"));
+        let config = EngineConfig {
+            standby_readers: true,
+            ..EngineConfig::default()
+        };
+        let (guest, engine, _) = engine_with(16, Some(hook), config);
+        let (_, touch) = toucher(&guest, 5);
+        parker.wait_parked();
+        guest.dontneed(5, 1);
+        parker.release();
+        assert_eq!(
+            touch.join().unwrap(),
+            0,
+            "freed page refilled with snapshot bytes"
+        );
+        engine.settle();
+        assert_eq!(engine.tracker().state(5).unwrap(), PageState::Zero);
+        engine.close(CloseWhen::OwnerGuarantees).unwrap();
+    }
+
     /// known-failures #2: a worker holds the settle read lock; the balloon's madvise must
     /// still return, because reading events never waits on that lock.
     #[test]
