@@ -50,12 +50,7 @@ impl RemoteSource {
                 cache.chunk_size
             )));
         }
-        let bytes = store
-            .get(HEADER_FILE)?
-            .ok_or_else(|| StoreError::NotFound {
-                object: HEADER_FILE.into(),
-            })?;
-        let header = Header::decode(&bytes).map_err(|e| StoreError::header(HEADER_FILE, e))?;
+        let (_, header) = fetch_header(store)?;
         let mut builds = HashMap::new();
         for (build, needed) in header.storage_extents() {
             let object = data_object(build);
@@ -242,4 +237,16 @@ impl std::fmt::Debug for RemoteSource {
             .field("metadata", self.header.metadata())
             .finish_non_exhaustive()
     }
+}
+
+/// The generation's header from the store, as stored and decoded: [`StoreError::NotFound`]
+/// when there is none (a generation is complete only once its header is uploaded, last).
+pub(crate) fn fetch_header(store: &Store) -> Result<(bytes::Bytes, Header)> {
+    let bytes = store
+        .get(HEADER_FILE)?
+        .ok_or_else(|| StoreError::NotFound {
+            object: HEADER_FILE.into(),
+        })?;
+    let header = Header::decode(&bytes).map_err(|e| StoreError::header(HEADER_FILE, e))?;
+    Ok((bytes, header))
 }

@@ -91,12 +91,7 @@ pub fn push_dir(dir: &Path, store: &Store) -> Result<PushReport> {
 pub fn pull_dir(store: &Store, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| StoreError::io("creating the snapshot directory", dir, e))?;
-    let header_bytes = store
-        .get(HEADER_FILE)?
-        .ok_or_else(|| StoreError::NotFound {
-            object: HEADER_FILE.into(),
-        })?;
-    let header = Header::decode(&header_bytes).map_err(|e| StoreError::header(HEADER_FILE, e))?;
+    let (header_bytes, header) = crate::remote::fetch_header(store)?;
     for build in header.builds() {
         let object = data_object(build);
         let len = store

@@ -156,9 +156,7 @@ fn fetcher(shared: &Shared) {
             page,
             read_at,
         } = parked;
-        let Ok(claim) = shared.tracker.reattach(claim) else {
-            unreachable!("a parked claim comes from the engine's own tracker");
-        };
+        let claim = reattach(shared, claim);
         match read {
             Ok(()) => {
                 serve::install(shared, fault, claim, Bytes::Data(&buf), page);

@@ -93,7 +93,9 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) {
         }
         drop(reading);
         if !faults.is_empty() {
-            idle_since = Instant::now();
+            if !primary {
+                idle_since = Instant::now();
+            }
             if calls_helpers {
                 call_helper_if_queued(&shared);
                 shared.primary_busy.start();

@@ -30,6 +30,38 @@ impl Extent {
     pub fn is_empty(self) -> bool {
         self.len() == 0
     }
+
+    /// The extent at `offset` (at most `max_len` bytes) from a snapshot header alone:
+    /// consecutive entries of one kind (data of any build, or zeros) merge into one run. For
+    /// sources laid out by a [`snapshot_format::Header`], local or remote.
+    pub fn in_header(
+        header: &snapshot_format::Header,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Extent, SourceError> {
+        let end = offset.saturating_add(max_len).min(header.size());
+        let out_of_range = || {
+            SourceError(format!(
+                "image offset {offset:#x} (+{max_len:#x}) is beyond the snapshot's {:#x} bytes",
+                header.size()
+            ))
+        };
+        let first = header.lookup(offset).ok_or_else(out_of_range)?;
+        let zero = first.is_zero();
+        let mut at = offset + first.remaining;
+        while at < end {
+            match header.lookup(at) {
+                Some(next) if next.is_zero() == zero => at += next.remaining,
+                _ => break,
+            }
+        }
+        let len = at.min(end) - offset;
+        Ok(if zero {
+            Extent::Zero(len)
+        } else {
+            Extent::Data(len)
+        })
+    }
 }
 
 /// Bytes of the guest's memory image, addressed by image offset.
@@ -99,39 +131,5 @@ impl PageSource for LayeredSource {
     /// checksums.
     fn resident_slice(&self, offset: u64, len: u64) -> Result<Option<&[u8]>, SourceError> {
         LayeredSource::resident(self, offset, len).map_err(|e| SourceError(e.to_string()))
-    }
-}
-
-impl Extent {
-    /// The extent at `offset` (at most `max_len` bytes) from a snapshot header alone:
-    /// consecutive entries of one kind (data of any build, or zeros) merge into one run. For
-    /// sources laid out by a [`snapshot_format::Header`], local or remote.
-    pub fn in_header(
-        header: &snapshot_format::Header,
-        offset: u64,
-        max_len: u64,
-    ) -> Result<Extent, SourceError> {
-        let end = offset.saturating_add(max_len).min(header.size());
-        let out_of_range = || {
-            SourceError(format!(
-                "image offset {offset:#x} (+{max_len:#x}) is beyond the snapshot's {:#x} bytes",
-                header.size()
-            ))
-        };
-        let first = header.lookup(offset).ok_or_else(out_of_range)?;
-        let zero = first.is_zero();
-        let mut at = offset + first.remaining;
-        while at < end {
-            match header.lookup(at) {
-                Some(next) if next.is_zero() == zero => at += next.remaining,
-                _ => break,
-            }
-        }
-        let len = at.min(end) - offset;
-        Ok(if zero {
-            Extent::Zero(len)
-        } else {
-            Extent::Data(len)
-        })
     }
 }

@@ -86,8 +86,7 @@ struct BuildFile {
     file: Arc<File>,
     /// Its size and modification time when opened.
     opened: FileStamp,
-    data: Bytes,
-    /// The mapping behind `data`, to make ranges of it resident.
+    /// The file's mapping: its bytes, and which of its pages are cached.
     map: mapped::Mapped,
     /// Index of its checksum table in the header's, if it has one: its reads are verified
     /// against it instead of checking the file is unchanged.
@@ -152,8 +151,7 @@ impl LayeredSource {
         for (build, needed) in header.storage_extents() {
             let path = files.get(&build).ok_or(Error::MissingBuildFile { build })?;
             let (file, map) = mapped::map_read_only(path)?;
-            let data = map.bytes.clone();
-            let actual = data.len() as u64;
+            let actual = map.bytes.len() as u64;
             if actual < needed {
                 return Err(Error::DataFileTooShort {
                     build,
@@ -187,7 +185,6 @@ impl LayeredSource {
                 path: path.clone(),
                 file: Arc::new(file),
                 opened,
-                data,
                 map,
                 table,
                 nowait,
@@ -259,7 +256,7 @@ impl LayeredSource {
             Piece::Zero(len) => Chunk::Zero(len),
             Piece::File(file, range) => {
                 file.check_unchanged()?;
-                Chunk::Data(&file.data[range])
+                Chunk::Data(&file.map.bytes[range])
             }
         })
     }
@@ -294,7 +291,7 @@ impl LayeredSource {
                     e,
                 )
             })?;
-        Ok(resident.then(|| &file.data[range]))
+        Ok(resident.then(|| &file.map.bytes[range]))
     }
 
     /// The bytes of `[offset, offset + length)` as pieces in order: zero-copy views of the
@@ -308,7 +305,7 @@ impl LayeredSource {
                 Piece::Zero(len) => Segment::Zero(len),
                 Piece::File(file, range) => {
                     file.check_unchanged()?;
-                    Segment::Data(file.data.slice(range))
+                    Segment::Data(file.map.bytes.slice(range))
                 }
             };
             position += segment.len();
@@ -341,7 +338,7 @@ impl LayeredSource {
         // the check here keeps a broken invariant an error instead of a panic.
         let start = (entry.storage_offset + into) as usize;
         let range = start..start + len as usize;
-        if range.end > file.data.len() {
+        if range.end > file.map.bytes.len() {
             return Err(out_of_range());
         }
         Ok(Piece::File(file, range))

@@ -67,7 +67,14 @@ impl LayeredSource {
 
     /// Fills `buf` piece by piece; false as soon as a piece would block.
     fn fill(&self, offset: u64, buf: &mut [u8], wait: Wait) -> Result<bool> {
-        self.header.read_plan(offset, buf.len() as u64)?;
+        let (length, size) = (buf.len() as u64, self.header.size());
+        if offset.checked_add(length).is_none_or(|end| end > size) {
+            return Err(Error::OutOfRange {
+                offset,
+                length,
+                size,
+            });
+        }
         let mut done = 0usize;
         while done < buf.len() {
             let rest = &mut buf[done..];

@@ -67,15 +67,14 @@ mod races {
         wchan(tid).contains("userfaultfd")
     }
 
-    /// known-failures #1: the worker fetched snapshot bytes while the page was Missing, a
-    /// REMOVE landed before it took the settle lock: it must install zeros.
-    #[test]
-    fn kf01_stale_source_race_installs_zeros() {
+    /// A REMOVE lands while reader 0 holds a fault between its read and its install: the
+    /// install must be zeros, not the snapshot bytes it read.
+    fn stale_source_race_installs_zeros(config: EngineConfig) {
         let (hook, parker) = Parker::new(HookPoint::BeforeBarrier, 5 * PAGE, Some("uffd-reader"));
-        let (guest, engine, _) = engine_with(16, Some(hook), EngineConfig::default());
+        let (guest, engine, _) = engine_with(16, Some(hook), config);
         let (_, touch) = toucher(&guest, 5);
         parker.wait_parked();
-        // The other reader reads and records the REMOVE; madvise returns.
+        // Another reader reads and records the REMOVE; madvise returns.
         guest.dontneed(5, 1);
         parker.release();
         assert_eq!(
@@ -88,29 +87,22 @@ mod races {
         engine.close(CloseWhen::OwnerGuarantees).unwrap();
     }
 
-    /// #1 again with standing-by readers: reader 0 is held before its install, so the REMOVE
-    /// is read only if a standing-by reader notices reader 0 is stuck with a message waiting
-    /// and joins (nothing calls it in: no second fault is queued).
+    /// known-failures #1: the worker fetched snapshot bytes while the page was Missing, a
+    /// REMOVE landed before it took the settle lock: it must install zeros.
+    #[test]
+    fn kf01_stale_source_race_installs_zeros() {
+        stale_source_race_installs_zeros(EngineConfig::default());
+    }
+
+    /// #1 again with standing-by readers: the REMOVE is read only if a standing-by reader
+    /// notices reader 0 is stuck with a message waiting and joins (nothing calls it in: no
+    /// second fault is queued).
     #[test]
     fn kf01_with_standby_readers_a_stuck_reader_0_is_helped() {
-        let (hook, parker) = Parker::new(HookPoint::BeforeBarrier, 5 * PAGE, Some("uffd-reader"));
-        let config = EngineConfig {
+        stale_source_race_installs_zeros(EngineConfig {
             standby_readers: true,
             ..EngineConfig::default()
-        };
-        let (guest, engine, _) = engine_with(16, Some(hook), config);
-        let (_, touch) = toucher(&guest, 5);
-        parker.wait_parked();
-        guest.dontneed(5, 1);
-        parker.release();
-        assert_eq!(
-            touch.join().unwrap(),
-            0,
-            "freed page refilled with snapshot bytes"
-        );
-        engine.settle();
-        assert_eq!(engine.tracker().state(5).unwrap(), PageState::Zero);
-        engine.close(CloseWhen::OwnerGuarantees).unwrap();
+        });
     }
 
     /// known-failures #2: a worker holds the settle read lock; the balloon's madvise must
